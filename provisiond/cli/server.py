@@ -1,0 +1,189 @@
+"""``provisiond``: run and administer the server on its own machine.
+
+    provisiond serve            migrate the database, then serve HTTP
+    provisiond demo             sample profiles + hosts, an admin token, then serve
+    provisiond db upgrade       apply schema migrations
+    provisiond tokens create N  print a new admin API token (stored hashed)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from provisiond.config import Settings, load_settings
+from provisiond.errors import ProvisiondError
+
+DEMO_HOSTS = Path(__file__).resolve().parent.parent / "demo" / "hosts.yaml"
+PROVCTL_CONFIG = Path("~/.config/provisiond/provctl.yaml").expanduser()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="PROVISIOND_CONFIG",
+              help="YAML settings file (default: PROVISIOND_CONFIG).")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """provisiond: bare-metal provisioning server."""
+    try:
+        ctx.obj = load_settings(config_file)
+    except ProvisiondError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(level=ctx.obj.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _services(settings: Settings) -> Any:
+    from provisiond.services import Services
+
+    return Services.build(settings)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Apply all schema migrations."""
+    from provisiond.db import upgrade
+
+    upgrade(settings.effective_database_url)
+    click.echo(f"database is at the newest schema: {_safe_url(settings)}")
+
+
+@main.group()
+def tokens() -> None:
+    """Admin API tokens."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.pass_obj
+def tokens_create(settings: Settings, name: str) -> None:
+    """Create an admin token NAME and print it (it is shown only once)."""
+    from provisiond.web.auth import create_token
+
+    svc = _ready(settings)
+    with svc.db.write() as session:
+        token = create_token(session, name)
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.pass_obj
+def tokens_list(settings: Settings) -> None:
+    """List admin token names."""
+    from provisiond.web.auth import list_tokens
+
+    svc = _ready(settings)
+    with svc.db.read() as session:
+        for token in list_tokens(session):
+            click.echo(f"{token.name}\t{token.created_at:%Y-%m-%d %H:%M}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def tokens_revoke(settings: Settings, name: str) -> None:
+    """Revoke the admin token NAME."""
+    from provisiond.web.auth import revoke_token
+
+    svc = _ready(settings)
+    with svc.db.write() as session:
+        revoke_token(session, name)
+    click.echo(f"revoked {name}")
+
+
+@main.command()
+@click.option("--host", "http_host", help="Address to listen on (default: setting http_host).")
+@click.option("--port", "http_port", type=int, help="Port to listen on (default: setting http_port).")
+@click.option("--workers", type=int, help="HTTP worker processes (default: setting http_workers).")
+@click.pass_obj
+def serve(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
+    """Migrate the database and serve HTTP (the admin API)."""
+    _ready(settings)
+    _run_http(settings, http_host, http_port, workers)
+
+
+@main.command()
+@click.option("--host", "http_host", help="Address to listen on.")
+@click.option("--port", "http_port", type=int, help="Port to listen on.")
+@click.option("--no-serve", is_flag=True, help="Prepare the demo data and token, then exit.")
+@click.pass_obj
+def demo(settings: Settings, http_host: str | None, http_port: int | None, no_serve: bool) -> None:
+    """Load the sample hosts into an empty database, write provctl's config
+    with a fresh admin token, and serve."""
+    from sqlalchemy import func, select
+
+    from provisiond import models
+    from provisiond.inventory import groups as group_store
+    from provisiond.inventory import hosts as host_store
+    from provisiond.inventory.transfer import parse_import
+    from provisiond.web.auth import create_token, revoke_token
+
+    svc = _ready(settings)
+    with svc.db.write() as session:
+        if not session.scalar(select(func.count()).select_from(models.Host)):
+            parsed = parse_import(DEMO_HOSTS.read_text(), str(DEMO_HOSTS), "yaml", svc.profiles.names())
+            for group in parsed.groups:
+                group_store.upsert_group(session, group)
+            session.flush()
+            result = host_store.import_hosts(session, parsed.hosts, svc.vault, DEMO_HOSTS.name)
+            click.echo(f"loaded {result.created} sample hosts from {DEMO_HOSTS}")
+        if session.scalar(select(models.ApiToken.id).where(models.ApiToken.name == "demo")):
+            revoke_token(session, "demo")
+        token = create_token(session, "demo")
+    port = http_port or settings.http_port
+    url = f"http://{http_host or settings.http_host}:{port}"
+    _write_provctl_config(url, token)
+    click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")
+    click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
+    if not no_serve:
+        _run_http(settings, http_host, http_port, None)
+
+
+def _write_provctl_config(url: str, token: str) -> None:
+    import yaml
+
+    PROVCTL_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(PROVCTL_CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump({"url": url, "token": token}, handle)
+
+
+def _ready(settings: Settings) -> Any:
+    """Services over a database at the newest schema."""
+    from provisiond.db import schema_is_current, upgrade
+
+    svc = _services(settings)
+    if not schema_is_current(svc.db.engine):
+        upgrade(settings.effective_database_url)
+    svc.vault  # create the key on first start, before any worker forks
+    svc.profiles.all()  # a broken profile stops start-up with its file and key
+    return svc
+
+
+def _run_http(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+    from provisiond.web.server import run
+
+    run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.effective_database_url).render_as_string(hide_password=True)
+
+
+def entry() -> None:
+    try:
+        main(standalone_mode=True)
+    except ProvisiondError as exc:
+        click.echo(f"provisiond: {exc}", err=True)
+        sys.exit(1)

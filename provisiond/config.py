@@ -1,0 +1,159 @@
+"""Typed settings: defaults → YAML file → ``PROVISIOND_*`` environment.
+
+One frozen :class:`Settings` object is built at start-up and handed to every
+part of the server. A bad value stops start-up with a
+:class:`~provisiond.errors.ConfigError` naming the key and where it came from.
+
+Environment variables are the upper-cased key with a ``PROVISIOND_`` prefix
+(``PROVISIOND_DATABASE_URL``, ``PROVISIOND_HTTP_PORT``...). The YAML file is
+named by ``PROVISIOND_CONFIG`` or the ``--config`` option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from provisiond.errors import ConfigError
+
+#: The repository (or installation) root: ``profiles/`` and friends live here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ENV_PREFIX = "PROVISIOND_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything provisiond can be told. Paths are absolute once loaded."""
+
+    #: Where the embedded SQLite database and the secret key live.
+    data_dir: Path = Path("data")
+    #: SQLAlchemy URL; empty means SQLite in ``data_dir``. ``postgresql://``
+    #: URLs are driven by psycopg 3.
+    database_url: str = ""
+    profiles_dir: Path = PROJECT_ROOT / "profiles"
+    fragments_dir: Path = PROJECT_ROOT / "kickstart_fragments"
+    pxelinux_dir: Path = PROJECT_ROOT / "pxelinux"
+    hooks_dir: Path = PROJECT_ROOT / "hooks"
+    #: Fernet key that encrypts BMC secrets; created (mode 0600) on first start.
+    secret_key_file: Path = Path("data/secret.key")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_workers: int = 2
+    #: The URL installers use to reach this server (rendered into kickstarts).
+    public_url: str = "http://127.0.0.1:8080"
+    log_level: str = "INFO"
+    #: Largest request body accepted, in bytes (bulk imports are the big ones).
+    max_body_bytes: int = 64 * 1024 * 1024
+    #: Global template variables: the lowest layer of the kickstart variables.
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'provisiond.db'}"
+
+
+_PATH_KEYS = {f.name for f in dataclasses.fields(Settings) if f.name.endswith(("_dir", "_file"))}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from the three layers (plus explicit ``overrides``)."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    raw: dict[str, tuple[Any, str]] = {}
+    if config_file:
+        for key, value in _read_yaml(Path(config_file)).items():
+            raw[key] = (value, f"{config_file}")
+    for key in _field_types():
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in environ:
+            raw[key] = (environ[env_key], f"environment variable {env_key}")
+    for key, value in (overrides or {}).items():
+        raw[key] = (value, "override")
+    values = {key: _coerce(key, value, source) for key, (value, source) in raw.items()}
+    settings = Settings(**values)
+    return _finish(settings, "data_dir" in values, "secret_key_file" in values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    known = _field_types()
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {path} (known: {', '.join(sorted(known))})")
+    return data
+
+
+def _field_types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    kind = _field_types()[key]
+    where = f"setting {key!r} from {source}"
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if number < 0 or (key == "http_port" and not 0 < number < 65536) or (key == "http_workers" and number < 1):
+            raise ConfigError(f"{where}: {number} is out of range")
+        return number
+    if kind is Path:
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value).expanduser()
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if key == "log_level" and value.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
+        if key == "public_url" and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: {value!r} must start with http:// or https://")
+        if key == "database_url" and value and "://" not in value:
+            raise ConfigError(f"{where}: {value!r} is not a database URL (e.g. postgresql://user@host/db)")
+        return value.upper() if key == "log_level" else value
+    if key == "variables":
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of variable names to values")
+        return dict(value)
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _finish(settings: Settings, data_dir_given: bool, key_file_given: bool) -> Settings:
+    """Make paths absolute; the key file follows ``data_dir`` unless set."""
+    changes: dict[str, Path] = {}
+    for key in _PATH_KEYS:
+        changes[key] = getattr(settings, key).resolve()
+    if data_dir_given and not key_file_given:
+        changes["secret_key_file"] = changes["data_dir"] / "secret.key"
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,357 @@
+"""The SQL data source for hosts: read records, write validated specs.
+
+Every function takes the caller's ``Session`` and never commits: the caller's
+unit of work decides. Host *install state* is not written here (the install
+lifecycle owns it); this module writes what the operator says a host is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from provisiond import models
+from provisiond.errors import Conflict, NotFound, ValidationError
+from provisiond.inventory.records import Bmc, Disk, GroupVars, HostRecord, HostSpec, Nic
+from provisiond.inventory.schema import UNSET, _Unset
+from provisiond.vault import Vault
+
+
+class DuplicateValue(ValidationError):
+    """A value that must be unique already belongs to another host."""
+
+    status = 409
+    code = "duplicate"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _loaded() -> Any:
+    return select(models.Host).options(selectinload(models.Host.nics), selectinload(models.Host.groups))
+
+
+def to_record(host: models.Host) -> HostRecord:
+    groups = sorted(host.groups, key=lambda g: (g.priority, g.name))
+    return HostRecord(
+        serial=host.serial,
+        hostname=host.hostname,
+        profile=host.profile,
+        nics=tuple(Nic(mac=n.mac, name=n.name, primary=n.primary) for n in host.nics),
+        ip=host.ip,
+        prefix=host.prefix,
+        gateway=host.gateway,
+        dns=tuple(host.dns or ()),
+        bmc=Bmc(host.bmc_type, host.bmc_address, host.bmc_port, host.bmc_user) if host.bmc_type else None,
+        manufacturer=host.manufacturer,
+        model=host.model,
+        cpus=host.expected_cpus,
+        memory_mib=host.expected_memory_mib,
+        disks=None if host.expected_disks is None else tuple(Disk(**d) for d in host.expected_disks),
+        os=host.os,
+        owner=host.owner,
+        groups=tuple(g.name for g in groups),
+        site=host.site,
+        rack=host.rack,
+        protected=host.protected,
+        variables=MappingProxyType(dict(host.variables or {})),
+        state=host.state,
+        state_reason=host.state_reason,
+        has_bmc_secret=host.bmc_secret is not None,
+        group_vars=tuple(GroupVars(g.name, g.priority, MappingProxyType(dict(g.variables))) for g in groups),
+    )
+
+
+def get_host(session: Session, serial: str) -> models.Host:
+    host = session.scalars(_loaded().where(models.Host.serial == serial)).first()
+    if host is None:
+        raise NotFound(f"no host with serial number {serial!r}")
+    return host
+
+
+def load_record(session: Session, serial: str) -> HostRecord:
+    return to_record(get_host(session, serial))
+
+
+def find_by_mac(session: Session, mac: str) -> HostRecord | None:
+    host = session.scalars(_loaded().join(models.Nic).where(models.Nic.mac == mac)).first()
+    return None if host is None else to_record(host)
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    group: str | None = None
+    profile: str | None = None
+    state: str | None = None
+    site: str | None = None
+    rack: str | None = None
+    search: str | None = None  # substring of serial or hostname
+
+
+def list_records(session: Session, where: HostFilter = HostFilter(), limit: int | None = None,
+                 offset: int = 0) -> list[HostRecord]:
+    query = _loaded().order_by(models.Host.serial)
+    if where.group:
+        query = query.where(models.Host.groups.any(models.Group.name == where.group))
+    for column, value in ((models.Host.profile, where.profile), (models.Host.state, where.state),
+                          (models.Host.site, where.site), (models.Host.rack, where.rack)):
+        if value:
+            query = query.where(column == value)
+    if where.search:
+        pattern = f"%{where.search}%"
+        query = query.where(or_(models.Host.serial.like(pattern), models.Host.hostname.like(pattern)))
+    query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [to_record(h) for h in session.scalars(query)]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def spec_columns(spec: HostSpec) -> dict[str, Any]:
+    """The ``hosts`` columns a spec sets (not state, not the secret)."""
+    return {
+        "serial": spec.serial,
+        "hostname": spec.hostname,
+        "ip": spec.ip,
+        "prefix": spec.prefix,
+        "gateway": spec.gateway,
+        "dns": list(spec.dns),
+        "bmc_type": spec.bmc.type if spec.bmc else None,
+        "bmc_address": spec.bmc.address if spec.bmc else None,
+        "bmc_port": spec.bmc.port if spec.bmc else None,
+        "bmc_user": spec.bmc.user if spec.bmc else None,
+        "manufacturer": spec.manufacturer,
+        "model": spec.model,
+        "expected_cpus": spec.cpus,
+        "expected_memory_mib": spec.memory_mib,
+        "expected_disks": None if spec.disks is None else [
+            {"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in spec.disks
+        ],
+        "profile": spec.profile,
+        "os": spec.os,
+        "owner": spec.owner,
+        "site": spec.site,
+        "rack": spec.rack,
+        "protected": spec.protected,
+        "variables": dict(spec.variables),
+    }
+
+
+def check_unique(session: Session, spec: HostSpec, own_id: int | None) -> None:
+    """Refuse a hostname, IP or MAC that another host already has."""
+    others = models.Host.id != own_id if own_id is not None else True
+    checks: list[tuple[str, Any, Any]] = [("hostname", models.Host.hostname, spec.hostname)]
+    if spec.ip:
+        checks.append(("ip", models.Host.ip, spec.ip))
+    for field, column, value in checks:
+        owner = session.scalar(select(models.Host.serial).where(column == value, others))
+        if owner is not None:
+            raise DuplicateValue(field, f"{value} already belongs to host {owner}")
+    macs = [n.mac for n in spec.nics]
+    clash = session.execute(
+        select(models.Nic.mac, models.Host.serial).join(models.Host)
+        .where(models.Nic.mac.in_(macs), others)
+    ).first()
+    if clash is not None:
+        raise DuplicateValue("nics", f"MAC {clash[0]} already belongs to host {clash[1]}")
+
+
+def create_host(session: Session, spec: HostSpec, password: str | None | _Unset, vault: Vault) -> models.Host:
+    if session.scalar(select(models.Host.id).where(models.Host.serial == spec.serial)) is not None:
+        raise Conflict(f"a host with serial number {spec.serial!r} already exists", field="serial")
+    check_unique(session, spec, None)
+    host = models.Host(**spec_columns(spec))
+    host.bmc_secret = _encrypted(password, None, vault)
+    host.nics = _nic_rows(spec)
+    host.groups = _groups(session, spec.groups)
+    session.add(host)
+    session.flush()
+    record_event(session, host.id, "host", f"host {spec.serial} added to the data source")
+    return host
+
+
+def update_host(session: Session, serial: str, spec: HostSpec, password: str | None | _Unset,
+                vault: Vault) -> models.Host:
+    host = get_host(session, serial)
+    if spec.serial != serial:
+        raise ValidationError("serial", "the serial number identifies the host and cannot be changed")
+    check_unique(session, spec, host.id)
+    before = spec_columns(to_record(host))
+    after = spec_columns(spec)
+    for column, value in after.items():
+        setattr(host, column, value)
+    host.bmc_secret = _encrypted(password, host.bmc_secret, vault)
+    if [n.mac for n in host.nics] != [n.mac for n in spec.nics] or any(
+        (n.name, n.primary) != (s.name, s.primary) for n, s in zip(host.nics, spec.nics)
+    ):
+        host.nics.clear()
+        session.flush()  # free the MACs before re-adding them
+        host.nics.extend(_nic_rows(spec))
+    groups_before = sorted(g.name for g in host.groups)
+    host.groups = _groups(session, spec.groups)
+    changed = sorted(k for k in after if after[k] != before[k])
+    if groups_before != sorted(spec.groups):
+        changed.append("groups")
+    if password is not UNSET:
+        changed.append("bmc.password")
+    session.flush()
+    if changed:
+        record_event(session, host.id, "host", f"host {serial} edited: {', '.join(changed)}")
+    return host
+
+
+def delete_host(session: Session, serial: str) -> None:
+    host = get_host(session, serial)
+    session.delete(host)
+
+
+def _encrypted(password: str | None | _Unset, current: str | None, vault: Vault) -> str | None:
+    if isinstance(password, _Unset):
+        return current
+    return None if password is None else vault.encrypt(password)
+
+
+def _nic_rows(spec: HostSpec) -> list[models.Nic]:
+    return [models.Nic(mac=n.mac, name=n.name, primary=n.primary, position=i) for i, n in enumerate(spec.nics)]
+
+
+def _groups(session: Session, names: Sequence[str]) -> list[models.Group]:
+    if not names:
+        return []
+    found = {g.name: g for g in session.scalars(select(models.Group).where(models.Group.name.in_(names)))}
+    for name in names:
+        if name not in found:
+            raise ValidationError("groups", f"unknown group {name!r}")
+    return [found[name] for name in names]
+
+
+def record_event(session: Session, host_id: int | None, kind: str, message: str,
+                 data: dict[str, Any] | None = None) -> None:
+    session.add(models.Event(host_id=host_id, kind=kind, message=message, data=data or {}))
+
+
+# --------------------------------------------------------------------------- bulk
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    spec: HostSpec
+    password: str | None | _Unset
+    location: str  # file:line, for error messages
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+
+
+def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, source: str) -> ImportResult:
+    """Upsert many hosts by serial number in the caller's transaction.
+
+    Every uniqueness rule is checked against the data source as it will be
+    after the import, before anything is written; the first broken rule
+    raises with the row's file and line, and nothing is written.
+    """
+    existing = dict(session.execute(select(models.Host.serial, models.Host.id)).tuples().all())
+    _check_rows_unique(session, rows, existing)
+    group_ids = _group_ids(session, rows)
+    new = [r for r in rows if r.spec.serial not in existing]
+    old = [r for r in rows if r.spec.serial in existing]
+    ids = dict(existing)
+    if new:
+        returned = session.execute(
+            insert(models.Host).returning(models.Host.serial, models.Host.id, sort_by_parameter_order=True),
+            [_insert_values(r, vault) for r in new],
+        ).tuples().all()
+        ids.update(returned)
+    if old:
+        old_ids = [existing[r.spec.serial] for r in old]
+        session.execute(delete(models.Nic).where(models.Nic.host_id.in_(old_ids)))
+        session.execute(delete(models.host_groups).where(models.host_groups.c.host_id.in_(old_ids)))
+        session.execute(update(models.Host), [_update_values(r, existing[r.spec.serial], vault) for r in old])
+    nic_values = [
+        {"host_id": ids[r.spec.serial], "mac": n.mac, "name": n.name, "primary": n.primary, "position": i}
+        for r in rows for i, n in enumerate(r.spec.nics)
+    ]
+    if nic_values:
+        session.execute(insert(models.Nic), nic_values)
+    links = [{"host_id": ids[r.spec.serial], "group_id": group_ids[g]} for r in rows for g in r.spec.groups]
+    if links:
+        session.execute(insert(models.host_groups), links)
+    events = [
+        {"host_id": ids[r.spec.serial], "kind": "host", "data": {},
+         "message": f"host {r.spec.serial} {'updated' if r.spec.serial in existing else 'added'} by import of {source}",
+         "time": models.utcnow()}
+        for r in rows
+    ]
+    if events:
+        session.execute(insert(models.Event), events)
+    session.expire_all()
+    return ImportResult(created=len(new), updated=len(old))
+
+
+def _insert_values(row: ImportRow, vault: Vault) -> dict[str, Any]:
+    now = models.utcnow()
+    values = spec_columns(row.spec)
+    values.update(state="idle", created_at=now, updated_at=now,
+                  bmc_secret=_encrypted(row.password, None, vault))
+    return values
+
+
+def _update_values(row: ImportRow, host_id: int, vault: Vault) -> dict[str, Any]:
+    values = spec_columns(row.spec)
+    values.update(id=host_id, updated_at=models.utcnow())
+    if not isinstance(row.password, _Unset):
+        values["bmc_secret"] = _encrypted(row.password, None, vault)
+    return values
+
+
+def _group_ids(session: Session, rows: Iterable[ImportRow]) -> dict[str, int]:
+    wanted = {g for r in rows for g in r.spec.groups}
+    if not wanted:
+        return {}
+    found = dict(session.execute(select(models.Group.name, models.Group.id)
+                                 .where(models.Group.name.in_(wanted))).tuples().all())
+    for row in rows:
+        for group in row.spec.groups:
+            if group not in found:
+                raise ValidationError("groups", f"unknown group {group!r}", row.location)
+    return found
+
+
+def _check_rows_unique(session: Session, rows: Sequence[ImportRow], existing: dict[str, int]) -> None:
+    importing = {r.spec.serial for r in rows}
+    owners: dict[str, dict[Any, str]] = {"hostname": {}, "ip": {}, "mac": {}}
+    # What stays: the values of hosts the import does not touch.
+    for serial, hostname, ip in session.execute(select(models.Host.serial, models.Host.hostname, models.Host.ip)):
+        if serial not in importing:
+            owners["hostname"][hostname] = serial
+            if ip:
+                owners["ip"][ip] = serial
+    for mac, serial in session.execute(select(models.Nic.mac, models.Host.serial).join(models.Host)):
+        if serial not in importing:
+            owners["mac"][mac] = serial
+    seen: dict[str, str] = {}
+    for row in rows:
+        spec = row.spec
+        if spec.serial in seen:
+            raise DuplicateValue("serial", f"{spec.serial} is also on {seen[spec.serial]}", row.location)
+        seen[spec.serial] = row.location
+        claims = [("hostname", "hostname", spec.hostname)]
+        if spec.ip:
+            claims.append(("ip", "ip", spec.ip))
+        claims += [("mac", "nics", n.mac) for n in spec.nics]
+        for kind, field, value in claims:
+            holder = owners[kind].get(value)
+            if holder is not None and holder != spec.serial:
+                label = "MAC " + value if kind == "mac" else value
+                raise DuplicateValue(field, f"{label} already belongs to host {holder}", row.location)
+            owners[kind][value] = spec.serial

@@ -1,0 +1,188 @@
+"""Compose a host's kickstart from its profile's fragments.
+
+Fragments are Jinja2 files in ``kickstart_fragments/<name>.j2``, rendered in
+a ``SandboxedEnvironment`` with ``StrictUndefined``. Compiled templates are
+cached and re-compiled when their file changes. The whole kickstart is
+rendered to one string before anything is returned: a missing variable, a
+missing fragment or a template error raises :class:`TemplateError` naming the
+fragment and line, never a partial file.
+
+Variables layer, lowest first: global (settings) < groups (by priority) <
+profile < host < one-off. Values from the data source are data: they are
+passed to templates as values and never compiled as template code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from provisiond.errors import NotFound, ProfileError, TemplateError
+from provisiond.inventory.records import HostRecord
+from provisiond.kickstart.profiles import Profile, ProfileStore
+
+FRAGMENT_SUFFIX = ".j2"
+_CRYPT = re.compile(r"^\$(1|5|6|y|2[aby])\$[./A-Za-z0-9$=,]+$")
+
+
+@dataclass(frozen=True)
+class InstallContext:
+    """What the installer needs to call back. ``token`` is the one-time
+    install token; in an admin preview it is the literal ``PREVIEW``."""
+
+    token: str
+    base_url: str
+
+    @property
+    def urls(self) -> dict[str, str]:
+        root = f"{self.base_url.rstrip('/')}/install/{self.token}"
+        return {
+            "kickstart": f"{root}/ks",
+            "pre_report": f"{root}/pre-report",
+            "slot": f"{root}/slot",
+            "progress": f"{root}/progress",
+            "done": f"{root}/done",
+            "failed": f"{root}/failed",
+        }
+
+
+class Composer:
+    def __init__(self, fragments_dir: Path, profiles: ProfileStore,
+                 global_variables: Mapping[str, Any] | None = None) -> None:
+        self.fragments_dir = fragments_dir
+        self.profiles = profiles
+        self.global_variables = dict(global_variables or {})
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(fragments_dir)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            auto_reload=True,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            cache_size=1000,
+        )
+        self.env.filters["crypted"] = _crypted
+        self.env.filters["ks_quote"] = _ks_quote
+
+    # -- variables -----------------------------------------------------------
+
+    def variables(self, host: HostRecord, one_off: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The merged variables, lowest layer first: global < groups < profile < host < one-off."""
+        profile = self._profile(host)
+        merged: dict[str, Any] = dict(self.global_variables)
+        for group in host.group_vars:  # already sorted by priority, lowest first
+            merged.update(group.variables)
+        merged.update(profile.variables)
+        merged.update(host.variables)
+        merged.update(one_off or {})
+        return merged
+
+    # -- rendering -----------------------------------------------------------
+
+    def render(self, host: HostRecord, install: InstallContext,
+               one_off: Mapping[str, Any] | None = None) -> str:
+        profile = self._profile(host)
+        context = self.variables(host, one_off)
+        context.update(host=host_context(host), profile=profile_context(profile),
+                       install={"token": install.token, **install.urls})
+        parts = [self._render_fragment(name, context) for name in profile.fragments]
+        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
+
+    def _profile(self, host: HostRecord) -> Profile:
+        try:
+            return self.profiles.get(host.profile)
+        except NotFound:
+            raise ProfileError(f"host {host.serial} uses profile {host.profile!r}, which no longer exists") from None
+
+    def _render_fragment(self, name: str, context: dict[str, Any]) -> str:
+        filename = name + FRAGMENT_SUFFIX
+        try:
+            template = self.env.get_template(filename)
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"no fragment file {self.fragments_dir / filename}", fragment=name) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"syntax error: {exc.message}", fragment=name, line=exc.lineno) from None
+        try:
+            return template.render(context)
+        except TemplateError as exc:
+            raise TemplateError(exc.message, fragment=name, line=_template_line(exc.__traceback__, template))
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"undefined variable: {exc.message}", fragment=name,
+                                line=_template_line(exc.__traceback__, template)) from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(str(exc.message or exc), fragment=name,
+                                line=_template_line(exc.__traceback__, template)) from None
+        except Exception as exc:  # a filter or test raised: still name the place
+            raise TemplateError(f"{type(exc).__name__}: {exc}", fragment=name,
+                                line=_template_line(exc.__traceback__, template)) from None
+
+
+def _template_line(tb: TracebackType | None, template: jinja2.Template) -> int | None:
+    """The template line of the innermost traceback frame inside ``template``."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == template.filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def host_context(host: HostRecord) -> dict[str, Any]:
+    """The ``host`` namespace templates see: data, never the BMC secret."""
+    return {
+        "serial": host.serial,
+        "hostname": host.hostname,
+        "shortname": host.hostname.split(".")[0],
+        "ip": host.ip,
+        "prefix": host.prefix,
+        "netmask": host.netmask,
+        "gateway": host.gateway,
+        "dns": list(host.dns),
+        "primary_mac": host.primary_mac,
+        "nics": [{"mac": n.mac, "name": n.name, "primary": n.primary} for n in host.nics],
+        "bmc_address": host.bmc.address if host.bmc else None,
+        "manufacturer": host.manufacturer,
+        "model": host.model,
+        "cpus": host.cpus,
+        "memory_mib": host.memory_mib,
+        "disks": [{"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in host.disks or ()],
+        "os": host.os,
+        "owner": host.owner,
+        "groups": list(host.groups),
+        "site": host.site,
+        "rack": host.rack,
+    }
+
+
+def profile_context(profile: Profile) -> dict[str, Any]:
+    return {
+        "name": profile.name,
+        "os": profile.os,
+        "install_tree": profile.install_tree,
+        "kernel": profile.kernel,
+        "initrd": profile.initrd,
+        "kernel_args": profile.kernel_args,
+    }
+
+
+def _crypted(value: Any) -> str:
+    """Pass a crypt(3) hash through; refuse anything that looks like a plain password."""
+    if not isinstance(value, str) or not _CRYPT.match(value):
+        raise TemplateError("root password must be a crypt(3) hash ($6$... or $y$...), never plain text")
+    return value
+
+
+def _ks_quote(value: Any) -> str:
+    """Quote a value for a kickstart command argument."""
+    text = str(value)
+    if any(ch in text for ch in "\n\r\x00"):
+        raise TemplateError("a kickstart argument must be one line")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

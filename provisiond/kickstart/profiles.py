@@ -1,0 +1,186 @@
+"""Install profiles: ``profiles/*.yaml``, with inheritance through ``extends:``.
+
+A profile names the OS and its install tree, the kernel and initrd, the
+ordered kickstart fragments, variables, and hand-off jobs::
+
+    name: web_server
+    extends: default
+    description: Nginx front end
+    variables:
+      packages_extra: [nginx]
+
+A child replaces any key it sets; ``variables`` merge (the child's win).
+Profiles are re-read when a file in the directory changes: no restart, no
+sync step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from provisiond.errors import NotFound, ProfileError
+from provisiond.inventory import fields
+
+PROFILE_KEYS = frozenset(
+    "name extends description os ks_version install_tree kernel initrd kernel_args fragments variables "
+    "handoff_jobs".split()
+)
+REQUIRED = ("os", "ks_version", "install_tree", "kernel", "initrd", "fragments")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    os: str
+    #: pykickstart version the rendered kickstart must validate as (RHEL9...).
+    ks_version: str
+    install_tree: str
+    kernel: str
+    initrd: str
+    kernel_args: str
+    fragments: tuple[str, ...]
+    variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    handoff_jobs: tuple[Any, ...] = ()
+    extends: str | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "extends": self.extends,
+            "description": self.description,
+            "os": self.os,
+            "ks_version": self.ks_version,
+            "install_tree": self.install_tree,
+            "kernel": self.kernel,
+            "initrd": self.initrd,
+            "kernel_args": self.kernel_args,
+            "fragments": list(self.fragments),
+            "variables": dict(self.variables),
+            "handoff_jobs": list(self.handoff_jobs),
+            "source": self.source,
+        }
+
+
+class ProfileStore:
+    """All profiles of one directory, re-read when any file changes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._signature: tuple[Any, ...] | None = None
+        self._profiles: dict[str, Profile] = {}
+        self._error: ProfileError | None = None
+
+    def all(self) -> dict[str, Profile]:
+        signature = self._scan_signature()
+        if signature != self._signature:
+            with self._lock:
+                if signature != self._signature:
+                    try:
+                        self._profiles, self._error = _load_all(self.directory), None
+                    except ProfileError as exc:
+                        self._profiles, self._error = {}, exc
+                    self._signature = signature
+        if self._error is not None:
+            raise self._error
+        return self._profiles
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self.all())
+
+    def get(self, name: str) -> Profile:
+        profile = self.all().get(name)
+        if profile is None:
+            raise NotFound(f"no profile named {name!r}")
+        return profile
+
+    def _scan_signature(self) -> tuple[Any, ...]:
+        try:
+            entries = sorted(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in os.scandir(self.directory)
+                if e.name.endswith((".yaml", ".yml"))
+            )
+        except OSError as exc:
+            raise ProfileError(f"cannot read profiles directory {self.directory}: {exc.strerror}") from None
+        return tuple(entries)
+
+
+def _load_all(directory: Path) -> dict[str, Profile]:
+    raw: dict[str, tuple[dict[str, Any], Path]] = {}
+    for path in sorted(directory.glob("*.y*ml")):
+        data = _read(path)
+        name = data.get("name", path.stem)
+        if name != path.stem:
+            raise ProfileError(f"{path}: name {name!r} must match the file name {path.stem!r}")
+        fields.name(name, "name")
+        raw[name] = (data, path)
+    return {name: _resolve(name, raw, ()) for name in raw}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a mapping of keys")
+    for key in data:
+        if key not in PROFILE_KEYS:
+            raise ProfileError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(PROFILE_KEYS))})")
+    return data
+
+
+def _resolve(name: str, raw: dict[str, tuple[dict[str, Any], Path]], chain: tuple[str, ...]) -> Profile:
+    data, path = raw[name]
+    if name in chain:
+        raise ProfileError(f"{path}: profiles extend each other in a loop: {' -> '.join(chain + (name,))}")
+    merged: dict[str, Any] = {}
+    parent = data.get("extends")
+    if parent is not None:
+        if parent not in raw:
+            raise ProfileError(f"{path}: extends unknown profile {parent!r}")
+        merged = _resolve(parent, raw, chain + (name,)).to_dict()
+        merged["variables"] = {**merged["variables"], **(data.get("variables") or {})}
+    for key, value in data.items():
+        if key != "variables" or parent is None:
+            merged[key] = value
+    merged["name"] = name
+    merged["extends"] = parent
+    for key in REQUIRED:
+        if not merged.get(key):
+            raise ProfileError(f"{path}: key {key!r} is required (directly or through extends)")
+    fragments = merged["fragments"]
+    if not isinstance(fragments, list) or not all(isinstance(f, str) and f for f in fragments):
+        raise ProfileError(f"{path}: fragments must be a list of fragment names")
+    variables = merged.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise ProfileError(f"{path}: variables must be a mapping")
+    for key in ("os", "ks_version", "install_tree", "kernel", "initrd"):
+        if not isinstance(merged[key], str):
+            raise ProfileError(f"{path}: {key} must be a string")
+    return Profile(
+        name=name,
+        description=str(merged.get("description") or ""),
+        os=merged["os"],
+        ks_version=merged["ks_version"],
+        install_tree=merged["install_tree"].rstrip("/"),
+        kernel=merged["kernel"],
+        initrd=merged["initrd"],
+        kernel_args=str(merged.get("kernel_args") or ""),
+        fragments=tuple(fragments),
+        variables=MappingProxyType(dict(variables)),
+        handoff_jobs=tuple(merged.get("handoff_jobs") or ()),
+        extends=parent,
+        source=str(path),
+    )

@@ -1,0 +1,275 @@
+"""The admin API (JSON, ``/api/v1``): hosts, groups, profiles, import/export.
+
+Every route here needs an admin bearer token (see :mod:`provisiond.web.auth`).
+Writes happen in one transaction each: a request that fails changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from provisiond.errors import BadRequest, Conflict, ValidationError
+from provisiond.inventory import groups as group_store
+from provisiond.inventory import hosts as host_store
+from provisiond.inventory.schema import host_to_dict, parse_host
+from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
+from provisiond.kickstart.composer import InstallContext
+from provisiond.web import services
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+#: Fields a PATCH merges into (instead of replacing).
+MERGED_FIELDS = ("bmc", "hardware")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise BadRequest("the request needs a JSON object body")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError(name, f"expected a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValidationError(name, f"{number} is out of range ({low}-{high})")
+    return number
+
+
+def one_off_variables() -> dict[str, Any]:
+    """``?var=name=value`` (repeatable): one-off variables, the top layer."""
+    result: dict[str, Any] = {}
+    for item in request.args.getlist("var"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValidationError("var", f"{item!r} is not name=value")
+        result[key] = value
+    return result
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+@bp.get("/hosts")
+def list_hosts():  # type: ignore[no-untyped-def]
+    where = host_store.HostFilter(
+        group=request.args.get("group"), profile=request.args.get("profile"),
+        state=request.args.get("state"), site=request.args.get("site"),
+        rack=request.args.get("rack"), search=request.args.get("q"),
+    )
+    limit = _int_arg("limit", None, 1, 100_000)
+    offset = _int_arg("offset", 0, 0, 10**9) or 0
+    with services().db.read() as session:
+        records = host_store.list_records(session, where, limit, offset)
+    return jsonify({"hosts": [host_to_dict(r) for r in records]})
+
+
+@bp.post("/hosts")
+def create_host():  # type: ignore[no-untyped-def]
+    svc = services()
+    spec, password = parse_host(json_body(), svc.profiles.names())
+    with svc.db.write() as session:
+        host = host_store.create_host(session, spec, password, svc.vault)
+        record = host_store.to_record(host)
+    return jsonify(host_to_dict(record)), 201
+
+
+@bp.get("/hosts/<serial>")
+def show_host(serial: str):  # type: ignore[no-untyped-def]
+    with services().db.read() as session:
+        record = host_store.load_record(session, serial)
+    return jsonify(host_to_dict(record))
+
+
+@bp.put("/hosts/<serial>")
+def replace_host(serial: str):  # type: ignore[no-untyped-def]
+    body = json_body()
+    body.setdefault("serial", serial)
+    return _write_host(serial, body)
+
+
+@bp.patch("/hosts/<serial>")
+def edit_host(serial: str):  # type: ignore[no-untyped-def]
+    changes = json_body()
+    with services().db.read() as session:
+        current = host_to_dict(host_store.load_record(session, serial))
+    if current["bmc"]:
+        current["bmc"].pop("password_set")
+    for key, value in changes.items():
+        if key in MERGED_FIELDS and isinstance(value, dict) and isinstance(current.get(key), dict):
+            current[key] = {**current[key], **value}
+        else:
+            current[key] = value
+    return _write_host(serial, current)
+
+
+def _write_host(serial: str, document: dict[str, Any]):  # type: ignore[no-untyped-def]
+    svc = services()
+    spec, password = parse_host(document, svc.profiles.names())
+    with svc.db.write() as session:
+        host = host_store.update_host(session, serial, spec, password, svc.vault)
+        record = host_store.to_record(host)
+    return jsonify(host_to_dict(record))
+
+
+@bp.delete("/hosts/<serial>")
+def delete_host(serial: str):  # type: ignore[no-untyped-def]
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    with services().db.write() as session:
+        host = host_store.get_host(session, serial)
+        if host.protected and not force:
+            raise Conflict(f"host {serial} is protected; delete it with force=true if you mean it")
+        host_store.delete_host(session, serial)
+    return "", 204
+
+
+@bp.get("/hosts/<serial>/kickstart")
+def preview_kickstart(serial: str):  # type: ignore[no-untyped-def]
+    """The composed kickstart, with a PREVIEW token in the callback URLs."""
+    svc = services()
+    one_off = one_off_variables()
+    with svc.db.read() as session:
+        record = host_store.load_record(session, serial)
+    text = svc.composer.render(record, InstallContext("PREVIEW", svc.settings.public_url), one_off)
+    return Response(text, mimetype="text/plain")
+
+
+@bp.get("/hosts/<serial>/variables")
+def host_variables(serial: str):  # type: ignore[no-untyped-def]
+    svc = services()
+    with svc.db.read() as session:
+        record = host_store.load_record(session, serial)
+    return jsonify({"serial": serial, "profile": record.profile,
+                    "variables": svc.composer.variables(record, one_off_variables())})
+
+
+# --------------------------------------------------------------------------- import / export
+
+
+@bp.post("/import/hosts")
+def import_hosts():  # type: ignore[no-untyped-def]
+    """Upsert hosts from a YAML, JSON or CSV body, all or nothing."""
+    svc = services()
+    filename = request.args.get("filename") or "upload"
+    fmt = request.args.get("format") or _format_from_content_type() or guess_format(filename)
+    if fmt not in FORMATS:
+        raise ValidationError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    try:
+        text = request.get_data().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{filename} is not UTF-8 text") from None
+    parsed = parse_import(text, filename, fmt, svc.profiles.names())
+    with svc.db.write() as session:
+        for group in parsed.groups:
+            group_store.upsert_group(session, group)
+        session.flush()
+        result = host_store.import_hosts(session, parsed.hosts, svc.vault, filename)
+    return jsonify({"created": result.created, "updated": result.updated, "groups": len(parsed.groups)})
+
+
+def _format_from_content_type() -> str | None:
+    mimetype = request.mimetype or ""
+    if "csv" in mimetype:
+        return "csv"
+    if "yaml" in mimetype:
+        return "yaml"
+    if mimetype == "application/json":
+        return "json"
+    return None
+
+
+@bp.get("/export/hosts")
+def export_hosts():  # type: ignore[no-untyped-def]
+    fmt = request.args.get("format", "yaml")
+    if fmt not in ("yaml", "csv"):
+        raise ValidationError("format", f"{fmt!r} is not one of yaml, csv")
+    with services().db.read() as session:
+        records = host_store.list_records(session)
+        groups = [group_store.group_to_dict(g) for g, _n in group_store.list_groups(session)]
+    if fmt == "csv":
+        return Response(export_csv(records), mimetype="text/csv")
+    return Response(export_yaml(records, groups), mimetype="application/yaml")
+
+
+# --------------------------------------------------------------------------- groups
+
+
+@bp.get("/groups")
+def list_groups():  # type: ignore[no-untyped-def]
+    with services().db.read() as session:
+        rows = group_store.list_groups(session)
+        body = [group_store.group_to_dict(g, n) for g, n in rows]
+    return jsonify({"groups": body})
+
+
+@bp.post("/groups")
+def create_group():  # type: ignore[no-untyped-def]
+    spec = group_store.parse_group(json_body())
+    with services().db.write() as session:
+        group = group_store.create_group(session, spec)
+        body = group_store.group_to_dict(group, 0)
+    return jsonify(body), 201
+
+
+@bp.get("/groups/<name>")
+def show_group(name: str):  # type: ignore[no-untyped-def]
+    with services().db.read() as session:
+        group = group_store.get_group(session, name)
+        body = group_store.group_to_dict(group, len(group.hosts))
+    return jsonify(body)
+
+
+@bp.patch("/groups/<name>")
+def edit_group(name: str):  # type: ignore[no-untyped-def]
+    changes = json_body()
+    with services().db.write() as session:
+        current = group_store.group_to_dict(group_store.get_group(session, name))
+        spec = group_store.parse_group({**current, **changes})
+        group = group_store.update_group(session, name, spec)
+        body = group_store.group_to_dict(group, len(group.hosts))
+    return jsonify(body)
+
+
+@bp.delete("/groups/<name>")
+def delete_group(name: str):  # type: ignore[no-untyped-def]
+    with services().db.write() as session:
+        group_store.delete_group(session, name)
+    return "", 204
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@bp.get("/profiles")
+def list_profiles():  # type: ignore[no-untyped-def]
+    profiles = services().profiles.all()
+    return jsonify({"profiles": [
+        {"name": p.name, "extends": p.extends, "description": p.description, "os": p.os}
+        for p in sorted(profiles.values(), key=lambda p: p.name)
+    ]})
+
+
+@bp.get("/profiles/<name>")
+def show_profile(name: str):  # type: ignore[no-untyped-def]
+    return jsonify(services().profiles.get(name).to_dict())

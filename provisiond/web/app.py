@@ -1,0 +1,55 @@
+"""Assemble the Flask app: services, auth gate, blueprints, error handlers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from provisiond.config import Settings, load_settings
+from provisiond.errors import ProvisiondError
+from provisiond.services import Services
+from provisiond.web import api, auth, meta
+
+log = logging.getLogger("provisiond.web")
+
+
+def build_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or (services.settings if services else load_settings())
+    services = services or Services.build(settings)
+    app = Flask("provisiond")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["provisiond"] = services
+    app.before_request(auth.gate)
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(api.bp)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ProvisiondError)
+    def provisiond_error(exc: ProvisiondError):  # type: ignore[no-untyped-def]
+        if exc.status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        response = jsonify(exc.to_json())
+        response.status_code = exc.status
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="provisiond"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        name = (exc.name or "error").lower().replace(" ", "_")
+        response = jsonify({"error": name, "message": exc.description})
+        response.status_code = exc.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        response = jsonify({"error": "internal_error", "message": "internal error; see the server log"})
+        response.status_code = 500
+        return response

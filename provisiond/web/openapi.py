@@ -1,0 +1,125 @@
+"""The OpenAPI 3.1 document of the admin API, served at ``/api/v1/openapi.json``.
+
+A test checks it against the Flask URL map in both directions, so a route
+cannot be added or removed without its entry here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from provisiond import __version__
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _op(summary: str, ok: str = "200", body: str | None = None, params: tuple[str, ...] = (),
+        public: bool = False, content: str = "application/json") -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {ok: {"description": "success", "content": {content: {}}} if ok != "204"
+                      else {"description": "done"},
+                      "4XX": _ERROR, "5XX": _ERROR},
+    }
+    if params:
+        op["parameters"] = [{"$ref": f"#/components/parameters/{p}"} for p in params]
+    if body:
+        op["requestBody"] = {"required": True, "content": {body: {}}}
+    if public:
+        op["security"] = []
+    return op
+
+
+PATHS: dict[str, dict[str, dict[str, Any]]] = {
+    "/api/v1/openapi.json": {"get": _op("This document", public=True)},
+    "/api/v1/hosts": {
+        "get": _op("List hosts (filters: group, profile, state, site, rack, q; limit, offset)",
+                   params=("group", "profile", "state", "site", "rack", "q", "limit", "offset")),
+        "post": _op("Add a host", ok="201", body="application/json"),
+    },
+    "/api/v1/hosts/{serial}": {
+        "get": _op("Show a host (never its BMC password)", params=("serial",)),
+        "put": _op("Replace a host's record", body="application/json", params=("serial",)),
+        "patch": _op("Change some fields of a host (bmc and hardware merge)", body="application/json",
+                     params=("serial",)),
+        "delete": _op("Remove a host (protected hosts need force=true)", ok="204", params=("serial", "force")),
+    },
+    "/api/v1/hosts/{serial}/kickstart": {
+        "get": _op("The composed kickstart (preview token)", params=("serial", "var"), content="text/plain"),
+    },
+    "/api/v1/hosts/{serial}/variables": {
+        "get": _op("The host's merged template variables", params=("serial", "var")),
+    },
+    "/api/v1/import/hosts": {
+        "post": _op("Upsert hosts from YAML, JSON or CSV, all or nothing", body="text/csv",
+                    params=("format", "filename")),
+    },
+    "/api/v1/export/hosts": {
+        "get": _op("Export the data source", params=("exportformat",), content="application/yaml"),
+    },
+    "/api/v1/groups": {
+        "get": _op("List groups"),
+        "post": _op("Add a group", ok="201", body="application/json"),
+    },
+    "/api/v1/groups/{name}": {
+        "get": _op("Show a group", params=("name",)),
+        "patch": _op("Change a group", body="application/json", params=("name",)),
+        "delete": _op("Remove an empty group", ok="204", params=("name",)),
+    },
+    "/api/v1/profiles": {"get": _op("List install profiles")},
+    "/api/v1/profiles/{name}": {"get": _op("Show a resolved profile", params=("name",))},
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "serial": _path("serial", "the host's serial number"),
+    "name": _path("name", "the group's or profile's name"),
+    "group": _query("group", "only hosts in this group"),
+    "profile": _query("profile", "only hosts with this profile"),
+    "state": _query("state", "only hosts in this install state"),
+    "site": _query("site", "only hosts at this site"),
+    "rack": _query("rack", "only hosts in this rack"),
+    "q": _query("q", "substring of the serial number or host name"),
+    "limit": _query("limit", "at most this many", {"type": "integer", "minimum": 1}),
+    "offset": _query("offset", "skip this many", {"type": "integer", "minimum": 0}),
+    "force": _query("force", "true to act on a protected host", {"type": "boolean"}),
+    "var": _query("var", "one-off variable name=value (repeatable)"),
+    "format": _query("format", "yaml, json or csv (default: from Content-Type or filename)"),
+    "exportformat": _query("format", "yaml (default) or csv", {"enum": ["yaml", "csv"]}),
+    "filename": _query("filename", "the file name used in error messages"),
+}
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "provisiond admin API", "version": __version__},
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "parameters": PARAMETERS,
+            "responses": {
+                "Error": {
+                    "description": "an error",
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "required": ["error", "message"],
+                        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                    }}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,42 @@
+"""The built-in HTTP server: gunicorn, embedded, with the app built per worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from provisiond.config import Settings
+
+log = logging.getLogger("provisiond.web")
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from provisiond.web.app import build_app
+
+        return build_app(self.settings)
+
+
+def run(settings: Settings, host: str, port: int, workers: int) -> None:
+    log.info("serving HTTP on %s:%d with %d workers", host, port, workers)
+    _Gunicorn(settings, {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        "timeout": 60,
+        "graceful_timeout": 10,
+    }).run()
