@@ -187,3 +187,7 @@ def entry() -> None:
     except ProvisiondError as exc:
         click.echo(f"provisiond: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    entry()

@@ -66,7 +66,7 @@ def list_groups(session: Session) -> list[tuple[models.Group, int]]:
         select(models.Group, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.group_id == models.Group.id)
         .order_by(models.Group.priority, models.Group.name)
-    ).tuples().all()
+    ).all()
     return list(rows)
 
 

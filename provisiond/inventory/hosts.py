@@ -260,7 +260,7 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
     after the import, before anything is written; the first broken rule
     raises with the row's file and line, and nothing is written.
     """
-    existing = dict(session.execute(select(models.Host.serial, models.Host.id)).tuples().all())
+    existing = dict(session.execute(select(models.Host.serial, models.Host.id)).all())
     _check_rows_unique(session, rows, existing)
     group_ids = _group_ids(session, rows)
     new = [r for r in rows if r.spec.serial not in existing]
@@ -270,7 +270,7 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
         returned = session.execute(
             insert(models.Host).returning(models.Host.serial, models.Host.id, sort_by_parameter_order=True),
             [_insert_values(r, vault) for r in new],
-        ).tuples().all()
+        ).all()
         ids.update(returned)
     if old:
         old_ids = [existing[r.spec.serial] for r in old]
@@ -319,7 +319,7 @@ def _group_ids(session: Session, rows: Iterable[ImportRow]) -> dict[str, int]:
     if not wanted:
         return {}
     found = dict(session.execute(select(models.Group.name, models.Group.id)
-                                 .where(models.Group.name.in_(wanted))).tuples().all())
+                                 .where(models.Group.name.in_(wanted))).all())
     for row in rows:
         for group in row.spec.groups:
             if group not in found:

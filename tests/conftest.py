@@ -1,0 +1,200 @@
+"""Shared fixtures: a database on SQLite and (when configured) PostgreSQL,
+settings, services, the Flask app and client, admin tokens, a live server.
+
+Every test that asks for ``db_url`` (directly or through ``app``/``client``)
+runs once per database. PostgreSQL runs when ``PROVISIOND_TEST_DATABASE_URL``
+is set; under ``CI=true`` its absence is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from provisiond.config import PROJECT_ROOT, Settings, load_settings
+from provisiond.db import Database, normalise_url, upgrade
+from provisiond.models import Base
+from provisiond.services import Services
+from provisiond.web.app import build_app
+from provisiond.web.auth import create_token
+
+CI = os.environ.get("CI", "").lower() == "true"
+PG_URL = os.environ.get("PROVISIOND_TEST_DATABASE_URL", "")
+DEMO_HOSTS = PROJECT_ROOT / "provisiond" / "demo" / "hosts.yaml"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a laptop; fail under CI=true, where every prerequisite must be there."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"CI=true but a prerequisite is missing: {reason}")
+    pytest.skip(reason)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is faster)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated once."""
+    import psycopg
+
+    require(bool(PG_URL), "PROVISIOND_TEST_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    name = f"provisiond_test_{uuid.uuid4().hex[:10]}"
+    admin = normalise_url(PG_URL).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "provisiond.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    _truncate(url)
+    return url
+
+
+def _truncate(url: str) -> None:
+    database = Database(url)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with database.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    database.dispose()
+
+
+# --------------------------------------------------------------------------- the app
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path / "data"),
+        "database_url": db_url,
+        "public_url": "http://provisiond.test:8080",
+    })
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    svc = Services.build(settings)
+    yield svc
+    svc.db.dispose()
+
+
+@pytest.fixture
+def app(services: Services) -> Any:
+    return build_app(services=services)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_token(services: Services) -> str:
+    with services.db.write() as session:
+        return create_token(session, "tests")
+
+
+@pytest.fixture
+def auth(admin_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
+def demo_data(client: Any, auth: dict[str, str]) -> None:
+    """The sample groups and hosts that `provisiond demo` loads."""
+    response = client.post("/api/v1/import/hosts?filename=hosts.yaml", data=DEMO_HOSTS.read_bytes(),
+                           headers={**auth, "Content-Type": "application/yaml"})
+    assert response.status_code == 200, response.get_json()
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """``provisiond serve`` in a subprocess (real gunicorn workers)."""
+
+    def __init__(self, settings: Settings, workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PROVISIOND_DATA_DIR": str(settings.data_dir),
+            "PROVISIOND_DATABASE_URL": settings.database_url,
+            "PROVISIOND_HTTP_PORT": str(self.port),
+            "PROVISIOND_HTTP_WORKERS": str(workers),
+            "PROVISIOND_PUBLIC_URL": self.url,
+            "PROVISIOND_LOG_LEVEL": "WARNING",
+        }
+        self.log = settings.data_dir.parent / "server.log"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "provisiond.cli.server", "serve"],
+            env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"provisiond serve exited: {self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"provisiond serve did not answer in 30 s: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def live_server(settings: Settings, services: Services) -> Iterator[LiveServer]:
+    services.vault  # the key exists before the workers start
+    server = LiveServer(settings)
+    yield server
+    server.stop()
