@@ -1,0 +1,90 @@
+"""Profiles: inheritance, validation with the file and key named, live reload."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from provisiond.config import PROJECT_ROOT
+from provisiond.errors import NotFound, ProfileError
+from provisiond.kickstart.profiles import ProfileStore
+
+BASE = """
+os: rocky-9
+ks_version: RHEL9
+install_tree: http://mirror/os/
+kernel: vmlinuz
+initrd: initrd.img
+fragments: [header]
+variables: {a: 1, b: 1}
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_profiles_differ_in_partitions_and_packages():
+    store = ProfileStore(PROJECT_ROOT / "profiles")
+    assert {"default", "web_server", "mysql_server"} <= store.names()
+    default, web, mysql = (store.get(n) for n in ("default", "web_server", "mysql_server"))
+    assert web.extends == mysql.extends == "default"
+    assert web.fragments == default.fragments  # inherited
+    assert len({str(p.variables["partitions"]) + str(p.variables["volume_group"]) for p in (default, web, mysql)}) == 3
+    assert len({str(p.variables["packages_extra"]) for p in (default, web, mysql)}) == 3
+    assert web.variables["root_password_hash"] == default.variables["root_password_hash"]  # merged
+
+
+def test_extends_replaces_keys_and_merges_variables(tmp_path):
+    write(tmp_path, "base", BASE)
+    write(tmp_path, "child", "extends: base\nkernel: other\nvariables: {b: 2, c: 3}\n")
+    child = ProfileStore(tmp_path).get("child")
+    assert child.kernel == "other"
+    assert child.initrd == "initrd.img"
+    assert child.install_tree == "http://mirror/os"
+    assert dict(child.variables) == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize(
+    ("files", "needle"),
+    [
+        ({"base": BASE + "colour: red\n"}, "unknown key 'colour'"),
+        ({"base": BASE, "child": "extends: nowhere\n"}, "extends unknown profile 'nowhere'"),
+        ({"a": BASE + "extends: b\n", "b": BASE + "extends: a\n"}, "loop"),
+        ({"base": "os: x\n"}, "key 'ks_version' is required"),
+        ({"base": BASE.replace("fragments: [header]", "fragments: header")}, "fragments must be a list"),
+        ({"base": BASE + "name: other\n"}, "must match the file name"),
+        ({"base": "os: [unclosed\n"}, "cannot read profile"),
+    ],
+)
+def test_invalid_profiles_name_the_file_and_problem(tmp_path, files, needle):
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    with pytest.raises(ProfileError) as info:
+        ProfileStore(tmp_path).all()
+    assert needle in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_unknown_profile_is_not_found(tmp_path):
+    write(tmp_path, "base", BASE)
+    with pytest.raises(NotFound):
+        ProfileStore(tmp_path).get("missing")
+
+
+def test_changes_are_picked_up_without_restart(tmp_path):
+    path = write(tmp_path, "base", BASE)
+    store = ProfileStore(tmp_path)
+    assert store.get("base").kernel == "vmlinuz"
+    path.write_text(BASE.replace("kernel: vmlinuz", "kernel: vmlinuz-new"))
+    os.utime(path, ns=(1, 10**18))  # a distinct mtime even within one clock tick
+    assert store.get("base").kernel == "vmlinuz-new"
+    write(tmp_path, "added", BASE)
+    assert "added" in store.names()
+    path.write_text("broken: [")
+    with pytest.raises(ProfileError):
+        store.all()
+    path.write_text(BASE)
+    assert store.get("base").kernel == "vmlinuz"
