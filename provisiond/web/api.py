@@ -34,7 +34,7 @@ def json_body() -> dict[str, Any]:
     if not raw.strip():
         raise BadRequest("the request needs a JSON object body")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
