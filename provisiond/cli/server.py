@@ -100,6 +100,31 @@ def tokens_revoke(settings: Settings, name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+@main.group()
+def secrets() -> None:
+    """BMC secret encryption key."""
+
+
+@secrets.command("rotate")
+@click.pass_obj
+def secrets_rotate(settings: Settings) -> None:
+    """Re-encrypt every BMC secret with the current key.
+
+    To rotate: move secret.key to secret.key.old, run this command (a new
+    key is created; the old one still decrypts), then delete secret.key.old.
+    """
+    from sqlalchemy import select
+
+    from provisiond import models
+
+    svc = _ready(settings)
+    with svc.db.write() as session:
+        hosts = session.scalars(select(models.Host).where(models.Host.bmc_secret.is_not(None))).all()
+        for host in hosts:
+            host.bmc_secret = svc.vault.rotate(host.bmc_secret)
+    click.echo(f"re-encrypted {len(hosts)} BMC secret(s) with {settings.secret_key_file}")
+
+
 @main.command()
 @click.option("--host", "http_host", help="Address to listen on (default: setting http_host).")
 @click.option("--port", "http_port", type=int, help="Port to listen on (default: setting http_port).")
