@@ -54,6 +54,25 @@ class Settings:
     #: Global template variables: the lowest layer of the kickstart variables.
     variables: dict[str, Any] = field(default_factory=dict)
 
+    # -- the install lifecycle --------------------------------------------
+    #: At most this many hosts INSTALLING at once (seed 004 runs 55).
+    install_cap: int = 55
+    #: What a waiting installer is told to wait before asking again.
+    slot_retry_seconds: int = 30
+    #: A waiting installer silent for this long loses its place in the queue.
+    queue_stale_seconds: int = 300
+    #: From arming to the slot request: after this the token dies and the
+    #: reaper fails the install (timeout).
+    arm_ttl_seconds: int = 6 * 3600
+    #: From the slot grant to `done`: the slot's deadline.
+    install_timeout_seconds: int = 2 * 3600
+    #: Installer request bodies larger than this get 413.
+    max_report_bytes: int = 256 * 1024
+    #: A hook running longer than this is killed (and says so in the timeline).
+    hook_timeout_seconds: int = 60
+    #: How often the reaper in `provisiond serve` looks for expired installs.
+    reaper_interval_seconds: int = 30
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -62,6 +81,10 @@ class Settings:
 
 
 _PATH_KEYS = {f.name for f in dataclasses.fields(Settings) if f.name.endswith(("_dir", "_file"))}
+_POSITIVE_INT_KEYS = {
+    "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
+    "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "reaper_interval_seconds",
+}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -120,7 +143,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-        if number < 0 or (key == "http_port" and not 0 < number < 65536) or (key == "http_workers" and number < 1):
+        positive = key in _POSITIVE_INT_KEYS
+        if number < 0 or (key == "http_port" and not 0 < number < 65536) or (positive and number < 1):
             raise ConfigError(f"{where}: {number} is out of range")
         return number
     if kind is Path:

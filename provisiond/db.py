@@ -6,7 +6,8 @@ opens one per request, daemons one per unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("provisiond.db")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -110,3 +113,29 @@ def schema_is_current(engine: Engine) -> bool:
     with engine.connect() as conn:
         row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
     return row is not None and row[0] == HEAD
+
+
+# --------------------------------------------------------------------------- after commit
+
+_ON_COMMIT = "provisiond.on_commit"
+
+
+def on_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once this session's transaction has committed (and
+    never if it rolls back): hooks and notifications must not fire for a
+    change that did not happen."""
+    session.info.setdefault(_ON_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    for action in session.info.pop(_ON_COMMIT, []):
+        try:
+            action()
+        except Exception:  # an after-commit action must never undo or break the request
+            log.exception("after-commit action failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_commit(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
 
 )
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from provisiond.states import HostState
@@ -28,6 +29,28 @@ from provisiond.states import HostState
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which
+    stores no offset and hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: provisiond stores only timezone-aware UTC times")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -53,6 +76,9 @@ class Group(Base):
     #: Higher priority wins when two groups of a host set the same variable.
     priority: Mapped[int] = mapped_column(Integer, default=0)
     variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: At most this many of the group's hosts install at once (a rack behind
+    #: one uplink); None: only the global cap applies.
+    install_cap: Mapped[int | None] = mapped_column(Integer)
 
     hosts: Mapped[list[Host]] = relationship(secondary=host_groups, back_populates="groups")
 
@@ -94,13 +120,66 @@ class Host(Base):
     state_reason: Mapped[str | None] = mapped_column(String(32))
     variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     nics: Mapped[list[Nic]] = relationship(
         back_populates="host", cascade="all, delete-orphan", order_by="Nic.position"
     )
     groups: Mapped[list[Group]] = relationship(secondary=host_groups, back_populates="hosts")
+
+
+class Install(Base):
+    """One requested install of one host, from arming to done/failed.
+
+    The one-time token is stored as its SHA-256 (for authentication) and
+    sealed with the vault (so the netboot side can render the host's boot
+    entry); it is never stored in clear.
+    """
+
+    __tablename__ = "installs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_sealed: Mapped[str] = mapped_column(Text)
+    profile: Mapped[str] = mapped_column(String(64))
+    #: True from arming until done, failed or cancelled.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32))  # installed, hw_mismatch, timeout, ...
+    armed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: The token dies at this time; the reaper fails the install after it.
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    armed_by: Mapped[str | None] = mapped_column(String(64))
+    booted_mac: Mapped[str | None] = mapped_column(String(17))
+    #: First slot request, for first-come first-served queueing.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
+    #: Last slot request of a waiting installer; long-silent waiters lose their place.
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    slot_granted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    host: Mapped[Host] = relationship()
+
+
+class PowerOperation(Base):
+    """A queued out-of-band operation (boot device, power) for the power layer.
+
+    BMC work never runs inside an HTTP request: requests queue it here and a
+    worker carries it out.
+    """
+
+    __tablename__ = "power_operations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # bootdev, power
+    argument: Mapped[str] = mapped_column(String(32))  # disk, pxe, on, off, reset
+    persistent: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued, running, done, failed
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Nic(Base):
@@ -127,7 +206,7 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Event(Base):
@@ -137,7 +216,8 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
-    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    install_id: Mapped[int | None] = mapped_column(ForeignKey("installs.id", ondelete="SET NULL"))
+    time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from functools import cached_property
 
 from provisiond.config import Settings
 from provisiond.db import Database
+from provisiond.install.hooks import HookRunner
+from provisiond.install.lifecycle import Lifecycle
+from provisiond.install.slots import Limits
 from provisiond.kickstart.composer import Composer
 from provisiond.kickstart.profiles import ProfileStore
 from provisiond.vault import Vault
@@ -32,3 +36,18 @@ class Services:
     @cached_property
     def composer(self) -> Composer:
         return Composer(self.settings.fragments_dir, self.profiles, self.settings.variables)
+
+    @cached_property
+    def hooks(self) -> HookRunner:
+        return HookRunner(self.settings.hooks_dir, self.settings.hook_timeout_seconds, self.db)
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        s = self.settings
+        return Lifecycle(
+            vault=self.vault,
+            hooks=self.hooks,
+            limits=Limits(cap=s.install_cap, retry_seconds=s.slot_retry_seconds, stale_seconds=s.queue_stale_seconds),
+            arm_ttl=dt.timedelta(seconds=s.arm_ttl_seconds),
+            install_timeout=dt.timedelta(seconds=s.install_timeout_seconds),
+        )

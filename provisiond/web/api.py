@@ -6,18 +6,20 @@ Writes happen in one transaction each: a request that fails changes nothing.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from provisiond.errors import BadRequest, Conflict, ValidationError
+from provisiond.install import lifecycle, timeline
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
 from provisiond.inventory.schema import host_to_dict, parse_host
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
 from provisiond.kickstart.composer import InstallContext
+from provisiond.models import utcnow
 from provisiond.web import services
+from provisiond.web.bodies import json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -26,22 +28,6 @@ MERGED_FIELDS = ("bmc", "hardware")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says what is wrong with it."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        raise BadRequest("the request needs a JSON object body")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
@@ -140,8 +126,82 @@ def delete_host(serial: str):  # type: ignore[no-untyped-def]
         host = host_store.get_host(session, serial)
         if host.protected and not force:
             raise Conflict(f"host {serial} is protected; delete it with force=true if you mean it")
+        if lifecycle.active_install(session, host.id) is not None and not force:
+            raise Conflict(f"host {serial} is {host.state} with an install under way; cancel it first")
         host_store.delete_host(session, serial)
     return "", 204
+
+
+# --------------------------------------------------------------------------- the install lifecycle
+
+
+def _who() -> str:
+    return f"token {g.get('token_name', '?')}"
+
+
+@bp.post("/hosts/<serial>/install")
+def arm_host(serial: str):  # type: ignore[no-untyped-def]
+    """Arm an install: the host's next PXE boot installs it (token not returned)."""
+    body = json_body(required=False)
+    unknown = set(body) - {"force"}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "unknown field (known: force)")
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ValidationError("force", "expected true or false")
+    svc = services()
+    with svc.db.write() as session:
+        armed = svc.lifecycle.arm(session, serial, utcnow(), _who(), force=force)
+    return jsonify({"serial": serial, "state": "armed", "install_id": armed.install_id,
+                    "expires_at": armed.expires_at.isoformat()}), 201
+
+
+@bp.post("/hosts/<serial>/cancel")
+def cancel_install(serial: str):  # type: ignore[no-untyped-def]
+    svc = services()
+    with svc.db.write() as session:
+        svc.lifecycle.cancel(session, serial, utcnow(), _who())
+        record = host_store.load_record(session, serial)
+    return jsonify(host_to_dict(record))
+
+
+@bp.get("/hosts/<serial>/install")
+def show_install(serial: str):  # type: ignore[no-untyped-def]
+    """The host's current (or latest) install, never its token."""
+    with services().db.read() as session:
+        host = host_store.get_host(session, serial)
+        install = timeline.latest_install(session, host.id)
+        body = {"serial": serial, "state": host.state, "state_reason": host.state_reason,
+                "install": None if install is None else timeline.install_to_dict(install)}
+    return jsonify(body)
+
+
+@bp.get("/hosts/<serial>/events")
+def host_events(serial: str):  # type: ignore[no-untyped-def]
+    """The host's timeline; ``since`` is the last event id seen (for following)."""
+    since = _int_arg("since", 0, 0, 2**62) or 0
+    limit = _int_arg("limit", 1000, 1, 10_000) or 1000
+    with services().db.read() as session:
+        host = host_store.get_host(session, serial)
+        events = timeline.events(session, host.id, since, limit)
+    return jsonify({"serial": serial, "events": [timeline.event_to_dict(e) for e in events]})
+
+
+@bp.get("/queue")
+def install_queue():  # type: ignore[no-untyped-def]
+    svc = services()
+    now = utcnow()
+    with svc.db.read() as session:
+        body = timeline.queue_view(session, now, svc.lifecycle.limits)
+    return jsonify(body)
+
+
+@bp.get("/status")
+def status():  # type: ignore[no-untyped-def]
+    svc = services()
+    with svc.db.read() as session:
+        body = timeline.status_view(session, utcnow(), svc.lifecycle.limits)
+    return jsonify(body)
 
 
 @bp.get("/hosts/<serial>/kickstart")

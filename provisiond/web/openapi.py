@@ -31,6 +31,13 @@ def _op(summary: str, ok: str = "200", body: str | None = None, params: tuple[st
     return op
 
 
+_BOOT_FILE = _op("A kernel, initrd or stage file from the boot root (public; conditional and Range requests)",
+                 params=("bootfile",), public=True, content="application/octet-stream")
+_BOOT_FILE["responses"].update({
+    "206": {"description": "the requested byte range", "content": {"application/octet-stream": {}}},
+    "304": {"description": "not modified (If-None-Match / If-Modified-Since)"},
+})
+
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/openapi.json": {"get": _op("This document", public=True)},
     "/api/v1/hosts": {
@@ -69,6 +76,18 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/v1/profiles": {"get": _op("List install profiles")},
     "/api/v1/profiles/{name}": {"get": _op("Show a resolved profile", params=("name",))},
+    "/api/v1/hosts/{serial}/install": {
+        "post": _op("Arm an install (body: {force: bool}); protected or in-service hosts need force",
+                    ok="201", body="application/json", params=("serial",)),
+        "get": _op("The host's current or latest install (never its token)", params=("serial",)),
+    },
+    "/api/v1/hosts/{serial}/cancel": {"post": _op("Cancel the host's install (FAILED: cancelled)",
+                                                  params=("serial",))},
+    "/api/v1/hosts/{serial}/events": {"get": _op("The host's timeline after event id `since`",
+                                                 params=("serial", "since", "limit"))},
+    "/api/v1/queue": {"get": _op("The install cap, hosts installing, and waiting hosts in order")},
+    "/api/v1/status": {"get": _op("Hosts per install state, the cap and slots in use")},
+    "/boot/{name}": {"get": _BOOT_FILE},
 }
 
 
@@ -85,6 +104,7 @@ def _path(name: str, description: str) -> dict[str, Any]:
 PARAMETERS: dict[str, dict[str, Any]] = {
     "serial": _path("serial", "the host's serial number"),
     "name": _path("name", "the group's or profile's name"),
+    "bootfile": _path("name", "the file's path under the boot root (may contain '/')"),
     "group": _query("group", "only hosts in this group"),
     "profile": _query("profile", "only hosts with this profile"),
     "state": _query("state", "only hosts in this install state"),
@@ -93,6 +113,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "q": _query("q", "substring of the serial number or host name"),
     "limit": _query("limit", "at most this many", {"type": "integer", "minimum": 1}),
     "offset": _query("offset", "skip this many", {"type": "integer", "minimum": 0}),
+    "since": _query("since", "only events with a larger id", {"type": "integer", "minimum": 0}),
     "force": _query("force", "true to act on a protected host", {"type": "boolean"}),
     "var": _query("var", "one-off variable name=value (repeatable)"),
     "format": _query("format", "yaml, json or csv (default: from Content-Type or filename)"),

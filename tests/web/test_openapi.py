@@ -8,7 +8,8 @@ from provisiond.web.openapi import document
 def _flask_routes(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or not (rule.rule.startswith("/api/") or rule.rule.startswith("/boot/")):
+        if rule.endpoint == "static" or rule.endpoint.startswith("installer.") or not (
+                rule.rule.startswith("/api/") or rule.rule.startswith("/boot/")):
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:

@@ -1,0 +1,298 @@
+"""The install lifecycle: the ONLY module that writes a host's install state.
+
+Every change is a compare-and-set (``UPDATE hosts SET state = new WHERE id =
+... AND state IN (expected)``) inside the caller's write transaction and
+writes an :class:`~provisiond.models.Event`. A change that the transition
+table (:mod:`provisiond.states`) does not allow is refused with 409.
+
+Timeline (the spirit of seed 004's install log)::
+
+    armed → kickstart fetched (BOOTING) → hardware reported (VERIFYING)
+      → mismatch: FAILED(hw_mismatch)
+      → slot: QUEUED … → INSTALLING → done: INSTALLED (PXE → local boot,
+        boot device → disk queued) | failed: FAILED(installer_error)
+    an install that never calls back: FAILED(timeout) by the reaper
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from provisiond import models
+from provisiond.db import on_commit
+from provisiond.errors import Conflict, NotFound
+from provisiond.install import slots
+from provisiond.install.hooks import HookCall, HookRunner
+from provisiond.install.verify import HardwareReport, Verdict, compare
+from provisiond.inventory.hosts import get_host, to_record
+from provisiond.states import HostState, can_transition
+from provisiond.vault import Vault
+
+#: States in which a host holds a live install.
+IN_FLIGHT = frozenset({HostState.ARMED, HostState.BOOTING, HostState.VERIFYING, HostState.QUEUED,
+                       HostState.INSTALLING})
+#: States of a host in service: arming one needs force.
+IN_SERVICE = frozenset({HostState.HANDED_OFF, HostState.READY})
+FAIL_REASONS = ("hw_mismatch", "timeout", "installer_error", "cancelled")
+
+
+class IllegalTransition(Conflict):
+    """The host is not in a state that allows this step."""
+
+    code = "illegal_transition"
+
+
+class Protected(Conflict):
+    """The host is protected or in service; arming it needs force."""
+
+    code = "protected"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Armed:
+    serial: str
+    install_id: int
+    token: str  # shown once, to the caller that armed
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The lifecycle's collaborators and limits, built once from settings."""
+
+    vault: Vault
+    hooks: HookRunner | None
+    limits: slots.Limits
+    arm_ttl: dt.timedelta
+    install_timeout: dt.timedelta
+
+    # ----------------------------------------------------------------- arming
+
+    def arm(self, session: Session, serial: str, now: dt.datetime, by: str, force: bool = False) -> Armed:
+        host = get_host(session, serial)
+        state = HostState(host.state)
+        if state in IN_FLIGHT:
+            raise IllegalTransition(f"host {serial} is already {state} (an install is under way); "
+                                    "cancel it first with provctl cancel")
+        why = _protection(host, state)
+        if why and not force:
+            raise Protected(f"host {serial} {why}; arming it would reinstall it: use --force if you mean it")
+        token = secrets.token_urlsafe(24)
+        install = models.Install(
+            host_id=host.id, token_hash=hash_token(token), token_sealed=self.vault.encrypt(token),
+            profile=host.profile, armed_at=now, expires_at=now + self.arm_ttl, armed_by=by,
+        )
+        session.add(install)
+        session.flush()
+        forced = f" (forced: host {why})" if why else ""
+        self._move(session, host, install, {state}, HostState.ARMED, None, "armed",
+                   f"install armed by {by}, profile {host.profile}{forced}; token valid until {now + self.arm_ttl:%Y-%m-%d %H:%M} UTC",
+                   now, hook="on-armed")
+        return Armed(serial, install.id, token, install.expires_at)
+
+    def cancel(self, session: Session, serial: str, now: dt.datetime, by: str) -> None:
+        host = get_host(session, serial)
+        install = _active_install(session, host.id)
+        if install is None:
+            raise IllegalTransition(f"host {serial} has no install to cancel (it is {host.state})")
+        self._fail(session, host, install, "cancelled", f"install cancelled by {by}", now)
+
+    # ---------------------------------------------------------- installer side
+
+    def find_install(self, session: Session, token: str, now: dt.datetime, *,
+                     finished_ok: bool = False) -> models.Install:
+        """The install a token belongs to. Anything wrong is a bare 404."""
+        install = session.scalar(select(models.Install).where(models.Install.token_hash == hash_token(token)))
+        if install is None:
+            raise NotFound("not found")
+        if install.active and install.expires_at > now:
+            return install
+        if finished_ok and install.outcome == "installed":
+            return install
+        raise NotFound("not found")
+
+    def kickstart_fetched(self, session: Session, install: models.Install, now: dt.datetime,
+                          client: str | None) -> None:
+        host = install.host
+        if HostState(host.state) == HostState.ARMED:
+            self._move(session, host, install, {HostState.ARMED}, HostState.BOOTING, None, "kickstart",
+                       f"installer fetched its kickstart (profile {install.profile}) from {client or 'unknown'}", now)
+        else:
+            _event(session, host.id, install.id, "kickstart", f"installer fetched its kickstart again from {client}",
+                   now)
+
+    def report_hardware(self, session: Session, install: models.Install, report: HardwareReport,
+                        now: dt.datetime) -> Verdict:
+        host = install.host
+        state = HostState(host.state)
+        if state not in (HostState.BOOTING, HostState.VERIFYING):
+            raise IllegalTransition(f"host {host.serial} is {state}; the hardware report comes after the "
+                                    "kickstart and before the slot request")
+        verdict = compare(to_record(host), report)
+        install.booted_mac = report.boot_mac
+        data = {"reported": _report_data(report)}
+        if not verdict.ok:
+            _event(session, host.id, install.id, "hardware", "hardware mismatch: " + "; ".join(verdict.differences),
+                   now, {**data, "differences": list(verdict.differences)})
+            self._fail(session, host, install, "hw_mismatch", "install halted in %pre: hardware does not match", now)
+            return verdict
+        for column, value in verdict.learned.items():
+            setattr(host, column, value)
+        learned = f"; learned {', '.join(sorted(verdict.learned))} from the report" if verdict.learned else ""
+        message = (f"hardware matches the data source: serial {report.serial}, {report.cpus or '?'} CPUs, "
+                   f"{report.memory_mib or '?'} MiB, {len(report.disks)} disk(s){learned}")
+        if state == HostState.BOOTING:
+            self._move(session, host, install, {HostState.BOOTING}, HostState.VERIFYING, None, "hardware",
+                       message, now, data)
+        else:
+            _event(session, host.id, install.id, "hardware", message, now, data)
+        return verdict
+
+    def request_slot(self, session: Session, install: models.Install, now: dt.datetime) -> slots.SlotDecision:
+        slots.lock_slots(session)
+        host = install.host
+        session.refresh(host)  # decide on the state as of holding the lock
+        state = HostState(host.state)
+        if state == HostState.INSTALLING:
+            return slots.SlotDecision(True)  # a repeated request: it already has one
+        if state not in (HostState.VERIFYING, HostState.QUEUED):
+            raise IllegalTransition(f"host {host.serial} is {state}; a slot is requested after the hardware report")
+        install.last_seen_at = now
+        if install.queued_at is None:
+            install.queued_at = now
+        decision = slots.decide(session, install, now, self.limits)
+        if decision.granted:
+            install.slot_granted_at = now
+            install.expires_at = now + self.install_timeout
+            self._move(session, host, install, {state}, HostState.INSTALLING, None, "slot",
+                       f"install slot granted ({slots.installing_count(session) + 1} of {self.limits.cap} in use); "
+                       f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
+        elif state == HostState.VERIFYING:
+            self._move(session, host, install, {state}, HostState.QUEUED, None, "slot", decision.message, now,
+                       {"position": decision.position})
+        return decision
+
+    def progress(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
+        _event(session, install.host_id, install.id, "progress", message, now)
+
+    def done(self, session: Session, install: models.Install, now: dt.datetime) -> bool:
+        """``%post`` finished. Returns False for a repeated call (no second transition)."""
+        if not install.active:
+            return False
+        host = install.host
+        self._move(session, host, install, {HostState.INSTALLING}, HostState.INSTALLED, None, "installed",
+                   "install done: slot freed, token revoked, PXE answer is now local boot", now, hook="on-installed")
+        _finish(install, "installed", now)
+        session.add(models.PowerOperation(host_id=host.id, action="bootdev", argument="disk", persistent=True))
+        _event(session, host.id, install.id, "power", "queued: set the BMC boot device to disk (persistent)", now)
+        return True
+
+    def failed(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
+        self._fail(session, install.host, install, "installer_error", f"installer reported failure: {message}", now)
+
+    # ------------------------------------------------------------------ reaper
+
+    def reap(self, session: Session, now: dt.datetime) -> list[str]:
+        """Fail every install past its deadline, freeing its slot. Never re-arms."""
+        expired = session.scalars(
+            select(models.Install).where(models.Install.active.is_(True), models.Install.expires_at <= now)
+            .order_by(models.Install.id)
+        ).all()
+        reaped = []
+        for install in expired:
+            host = install.host
+            stage = "install slot deadline" if host.state == HostState.INSTALLING.value else "install deadline"
+            self._fail(session, host, install, "timeout",
+                       f"{stage} passed at {install.expires_at:%Y-%m-%d %H:%M:%S} UTC without a callback", now)
+            reaped.append(host.serial)
+        return reaped
+
+    # ---------------------------------------------------------------- internals
+
+    def _fail(self, session: Session, host: models.Host, install: models.Install, reason: str, message: str,
+              now: dt.datetime) -> None:
+        state = HostState(host.state)
+        self._move(session, host, install, {state}, HostState.FAILED, reason, "failed" if reason != "cancelled"
+                   else "cancelled", f"{message} ({state} → failed: {reason})", now, hook="on-failed")
+        _finish(install, reason, now)
+
+    def _move(self, session: Session, host: models.Host, install: models.Install | None,
+              expected: Iterable[HostState], target: HostState, reason: str | None, kind: str, message: str,
+              now: dt.datetime, data: dict[str, Any] | None = None, hook: str | None = None) -> None:
+        expected = set(expected)
+        for state in expected:
+            if not can_transition(state, target):
+                raise IllegalTransition(f"host {host.serial}: {state} → {target} is not allowed")
+        result = session.execute(
+            update(models.Host)
+            .where(models.Host.id == host.id, models.Host.state.in_([s.value for s in expected]))
+            .values(state=target.value, state_reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            session.refresh(host)
+            raise IllegalTransition(f"host {host.serial} is {host.state}, not {'/'.join(sorted(expected))}; "
+                                    f"it cannot become {target}")
+        host.state, host.state_reason = target.value, reason
+        _event(session, host.id, install.id if install else None, kind, message, now,
+               {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
+        if hook and self.hooks is not None:
+            call = HookCall(hook, host.serial, host.hostname, _primary_mac(host), host.ip, host.profile,
+                            target.value, reason)
+            runner = self.hooks
+            on_commit(session, lambda: runner.fire(call))
+
+
+def _protection(host: models.Host, state: HostState) -> str | None:
+    if host.protected:
+        return "is protected"
+    if state in IN_SERVICE:
+        return f"is in service ({state})"
+    return None
+
+
+def _active_install(session: Session, host_id: int) -> models.Install | None:
+    return session.scalar(
+        select(models.Install).where(models.Install.host_id == host_id, models.Install.active.is_(True))
+    )
+
+
+def active_install(session: Session, host_id: int) -> models.Install | None:
+    return _active_install(session, host_id)
+
+
+def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
+    install.active = False
+    install.outcome = outcome
+    install.finished_at = now
+
+
+def _event(session: Session, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
+           data: dict[str, Any] | None = None) -> None:
+    session.add(models.Event(host_id=host_id, install_id=install_id, time=now, kind=kind, message=message,
+                             data=data or {}))
+
+
+def _primary_mac(host: models.Host) -> str:
+    return next((n.mac for n in host.nics if n.primary), host.nics[0].mac if host.nics else "")
+
+
+def _report_data(report: HardwareReport) -> dict[str, Any]:
+    return {
+        "serial": report.serial, "manufacturer": report.manufacturer, "model": report.model,
+        "cpus": report.cpus, "memory_mib": report.memory_mib, "boot_mac": report.boot_mac,
+        "disks": [{"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in report.disks],
+        "nics": [{"mac": n.mac, "name": n.name, "link": n.link} for n in report.nics],
+    }

@@ -1,0 +1,71 @@
+"""Reading the lifecycle: events, installs, the queue and a status summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from provisiond import models
+from provisiond.install import slots
+from provisiond.states import HostState
+
+
+def events(session: Session, host_id: int, since_id: int = 0, limit: int = 1000) -> list[models.Event]:
+    return list(session.scalars(
+        select(models.Event).where(models.Event.host_id == host_id, models.Event.id > since_id)
+        .order_by(models.Event.id).limit(limit)
+    ))
+
+
+def event_to_dict(event: models.Event) -> dict[str, Any]:
+    return {"id": event.id, "time": event.time.isoformat(), "kind": event.kind, "message": event.message,
+            "install_id": event.install_id, "data": event.data}
+
+
+def latest_install(session: Session, host_id: int) -> models.Install | None:
+    return session.scalar(
+        select(models.Install).where(models.Install.host_id == host_id).order_by(models.Install.id.desc()).limit(1)
+    )
+
+
+def install_to_dict(install: models.Install) -> dict[str, Any]:
+    def iso(value: dt.datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "id": install.id, "profile": install.profile, "active": install.active, "outcome": install.outcome,
+        "armed_at": iso(install.armed_at), "armed_by": install.armed_by, "expires_at": iso(install.expires_at),
+        "booted_mac": install.booted_mac, "queued_at": iso(install.queued_at),
+        "slot_granted_at": iso(install.slot_granted_at), "finished_at": iso(install.finished_at),
+    }
+
+
+def queue_view(session: Session, now: dt.datetime, limits: slots.Limits) -> dict[str, Any]:
+    installing = session.scalars(
+        select(models.Host.serial).where(models.Host.state == HostState.INSTALLING.value).order_by(models.Host.serial)
+    ).all()
+    waiting = []
+    position = 0
+    for serial, queued_at, stale in slots.queue(session, now, limits.stale_seconds):
+        if not stale:
+            position += 1
+        waiting.append({"serial": serial, "position": None if stale else position, "stale": stale,
+                        "queued_at": queued_at.isoformat() if queued_at else None,
+                        "waiting_seconds": int((now - queued_at).total_seconds()) if queued_at else 0})
+    return {"cap": limits.cap, "in_use": len(installing), "installing": list(installing), "waiting": waiting}
+
+
+def status_view(session: Session, now: dt.datetime, limits: slots.Limits) -> dict[str, Any]:
+    counts = dict(session.execute(
+        select(models.Host.state, func.count()).group_by(models.Host.state)
+    ).all())
+    return {
+        "states": {state.value: int(counts.get(state.value, 0)) for state in HostState},
+        "hosts": int(sum(counts.values())),
+        "cap": limits.cap,
+        "in_use": int(counts.get(HostState.INSTALLING.value, 0)),
+        "waiting": int(counts.get(HostState.QUEUED.value, 0)),
+    }
