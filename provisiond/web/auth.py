@@ -22,7 +22,13 @@ from provisiond.errors import Conflict, NotFound, Unauthorized
 from provisiond.inventory import fields
 
 #: Endpoints anyone may call: they reveal nothing about hosts.
-PUBLIC_ENDPOINTS = frozenset({"meta.health", "meta.openapi"})
+PUBLIC_ENDPOINTS = frozenset({
+    "meta.health",
+    "meta.openapi",
+    # Kernels, initrds and stage files: installers fetch them before they hold
+    # any credential, and they are the distribution's public files.
+    "boot.file",
+})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
