@@ -208,3 +208,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+# --------------------------------------------------------------------------- installs
+
+
+def install_token(services: Services, serial: str) -> str:
+    """The one-time token of the host's active install, unsealed as the netboot side does."""
+    from sqlalchemy import select
+
+    from provisiond import models
+
+    with services.db.read() as session:
+        sealed = session.scalar(
+            select(models.Install.token_sealed).join(models.Host)
+            .where(models.Host.serial == serial, models.Install.active.is_(True))
+        )
+    assert sealed is not None, f"host {serial} has no active install"
+    return services.vault.decrypt(sealed)
+
+
+@pytest.fixture
+def arm(client: Any, auth: dict[str, str], services: Services) -> Any:
+    """``arm(serial, force=False)`` arms through the admin API and returns the token."""
+    def _arm(serial: str, force: bool = False) -> str:
+        response = client.post(f"/api/v1/hosts/{serial}/install", json={"force": force}, headers=auth)
+        assert response.status_code == 201, response.get_json()
+        return install_token(services, serial)
+    return _arm
+
+
+def matching_report(serial: str = "712DM2Y") -> dict[str, Any]:
+    """A %pre report that matches the demo host 712DM2Y."""
+    return {"serial": serial, "manufacturer": "Dell Inc.", "model": "PowerEdge R710", "cpus": 16,
+            "memory_mib": 64000, "boot_mac": "00:26:b9:35:e9:aa",
+            "disks": [{"name": "sda", "size_gb": 600, "model": "PERC H700"}],
+            "nics": [{"name": "eth0", "mac": "00:26:b9:35:e9:aa", "link": True}]}

@@ -25,13 +25,13 @@ from provisiond.web.bodies import json_body
 bp = Blueprint("installer", __name__, url_prefix="/install/<token>")
 
 
-def _answer(status: int, message: str, **extra: Any) -> Response:
+def _answer(code: int, message: str, **extra: Any) -> Response:
     accept = request.headers.get("Accept", "")
     if "text/plain" in accept and "application/json" not in accept:
-        response = Response(message + "\n", status=status, mimetype="text/plain")
+        response = Response(message + "\n", status=code, mimetype="text/plain")
     else:
         response = jsonify({"message": message, **extra})
-        response.status_code = status
+        response.status_code = code
     return response
 
 
@@ -55,11 +55,10 @@ def kickstart(token: str) -> Response:
 @self_authenticating
 def pre_report(token: str) -> Response:
     svc = services()
-    body = json_body(_limit())
-    report = parse_report(body)
     now = utcnow()
     with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)
+        install = svc.lifecycle.find_install(session, token, now)  # a bad token is 404 before anything else
+        report = parse_report(json_body(_limit()))
         verdict = svc.lifecycle.report_hardware(session, install, report, now)
     if not verdict.ok:
         return _answer(409, "hardware does not match the data source: " + "; ".join(verdict.differences),
@@ -71,10 +70,10 @@ def pre_report(token: str) -> Response:
 @self_authenticating
 def slot(token: str) -> Response:
     svc = services()
-    json_body(_limit(), required=False)
     now = utcnow()
     with svc.db.write() as session:
         install = svc.lifecycle.find_install(session, token, now)
+        json_body(_limit(), required=False)
         decision = svc.lifecycle.request_slot(session, install, now)
     if decision.granted:
         return _answer(200, "install slot granted", status="granted")
@@ -88,13 +87,12 @@ def slot(token: str) -> Response:
 @self_authenticating
 def progress(token: str) -> Response:
     svc = services()
-    body = json_body(_limit())
-    message = body.get("message")
-    if not isinstance(message, str) or not message.strip() or len(message) > 1000:
-        raise ValidationError("message", "expected one line of text (at most 1000 characters)")
     now = utcnow()
     with svc.db.write() as session:
         install = svc.lifecycle.find_install(session, token, now)
+        message = json_body(_limit()).get("message")
+        if not isinstance(message, str) or not message.strip() or len(message) > 1000:
+            raise ValidationError("message", "expected one line of text (at most 1000 characters)")
         svc.lifecycle.progress(session, install, message.strip(), now)
     return _answer(200, "noted")
 
@@ -103,10 +101,10 @@ def progress(token: str) -> Response:
 @self_authenticating
 def done(token: str) -> Response:
     svc = services()
-    json_body(_limit(), required=False)
     now = utcnow()
     with svc.db.write() as session:
         install = svc.lifecycle.find_install(session, token, now, finished_ok=True)
+        json_body(_limit(), required=False)
         first = svc.lifecycle.done(session, install, now)
     return _answer(200, "install recorded as done; the next boot is from the local disk" if first
                    else "install was already recorded as done", status="installed")
@@ -116,12 +114,12 @@ def done(token: str) -> Response:
 @self_authenticating
 def failed(token: str) -> Response:
     svc = services()
-    body = json_body(_limit(), required=False)
-    detail = body.get("message") or body.get("reason") or "no detail"
-    if not isinstance(detail, str) or len(detail) > 1000:
-        raise ValidationError("message", "expected text (at most 1000 characters)")
     now = utcnow()
     with svc.db.write() as session:
         install = svc.lifecycle.find_install(session, token, now)
+        body = json_body(_limit(), required=False)
+        detail = body.get("message") or body.get("reason") or "no detail"
+        if not isinstance(detail, str) or len(detail) > 1000:
+            raise ValidationError("message", "expected text (at most 1000 characters)")
         svc.lifecycle.failed(session, install, detail.strip(), now)
     return _answer(200, "failure recorded")
