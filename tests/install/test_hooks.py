@@ -1,0 +1,87 @@
+"""Hooks run after commit, in the background, with their documented
+environment; failures and hangs become events and never block a request."""
+
+import dataclasses
+import time
+
+import pytest
+
+from provisiond.services import Services
+from provisiond.web.app import build_app
+from tests.conftest import DEMO_HOSTS, install_token, matching_report
+
+
+@pytest.fixture
+def hooked(settings, tmp_path, services):
+    hooks = tmp_path / "hooks"
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def script(event: str, name: str, body: str) -> None:
+        folder = hooks / f"{event}.d"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+
+    script("on-armed", "10-record", f"env | grep ^PROVISIOND_ | sort > {out}/armed.env\necho recorded\n")
+    script("on-armed", "20-fail", "echo 'no ticket system' >&2\nexit 3\n")
+    script("on-armed", "30-hang", "sleep 30\n")
+    script("on-installed", "10-done", f"echo $PROVISIOND_SERIAL > {out}/installed\n")
+    script("on-failed", "10-why", f"echo $PROVISIOND_REASON > {out}/failed\n")
+    (hooks / "on-armed.d" / "99-not-executable").write_text("#!/bin/sh\nexit 1\n")
+    svc = Services.build(dataclasses.replace(settings, hooks_dir=hooks, hook_timeout_seconds=1))
+    client = build_app(services=svc).test_client()
+    from provisiond.web.auth import create_token
+
+    with svc.db.write() as session:
+        headers = {"Authorization": f"Bearer {create_token(session, 'hooks')}"}
+    client.post("/api/v1/import/hosts?filename=hosts.yaml", data=DEMO_HOSTS.read_bytes(),
+                headers={**headers, "Content-Type": "application/yaml"})
+    yield svc, client, headers, out
+    svc.hooks.wait(10)
+    svc.db.dispose()
+
+
+def test_hooks_get_their_environment_and_report_outcomes(hooked):
+    svc, client, headers, out = hooked
+    started = time.monotonic()
+    assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
+    assert time.monotonic() - started < 1, "a hanging hook must not block the request"
+    svc.hooks.wait(10)
+    env = dict(line.split("=", 1) for line in (out / "armed.env").read_text().splitlines())
+    assert env == {
+        "PROVISIOND_EVENT": "on-armed", "PROVISIOND_SERIAL": "712DM2Y", "PROVISIOND_HOSTNAME": "db01.example.com",
+        "PROVISIOND_MAC": "00:26:b9:35:e9:aa", "PROVISIOND_IP": "10.0.0.10", "PROVISIOND_PROFILE": "mysql_server",
+        "PROVISIOND_STATE": "armed", "PROVISIOND_REASON": "",
+    }
+    messages = [e["message"] for e in client.get("/api/v1/hosts/712DM2Y/events", headers=headers)
+                .get_json()["events"] if e["kind"] == "hook"]
+    assert messages == [
+        "hook 10-record ran: recorded",
+        "hook 20-fail failed with exit status 3: no ticket system",
+        "hook 30-hang killed after 1 s",
+    ]
+
+
+def test_installed_and_failed_hooks(hooked):
+    svc, client, headers, out = hooked
+    client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers)
+    token = install_token(svc, "712DM2Y")
+    client.get(f"/install/{token}/ks")
+    client.post(f"/install/{token}/pre-report", json=matching_report())
+    client.post(f"/install/{token}/slot")
+    client.post(f"/install/{token}/done")
+    client.post("/api/v1/hosts/SN-WEB-0001/install", json={}, headers=headers)
+    client.post("/api/v1/hosts/SN-WEB-0001/cancel", headers=headers)
+    svc.hooks.wait(10)
+    assert (out / "installed").read_text().strip() == "712DM2Y"
+    assert (out / "failed").read_text().strip() == "cancelled"
+
+
+def test_no_hook_fires_for_a_rolled_back_change(hooked):
+    svc, client, headers, out = hooked
+    client.patch("/api/v1/hosts/712DM2Y", json={"protected": True}, headers=headers)
+    assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 409
+    svc.hooks.wait(10)
+    assert not (out / "armed.env").exists()

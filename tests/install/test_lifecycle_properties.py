@@ -1,0 +1,171 @@
+"""A hypothesis state machine drives the lifecycle with random sequences of
+arm / kickstart / report / slot / done / failed / cancel / clock ticks /
+reaper runs / restarts, and checks the invariants after every step:
+
+* never more than ``cap`` hosts INSTALLING;
+* no INSTALLED host still holds an install (and so a slot);
+* a host has a live install exactly when it is in flight, and a token
+  authenticates only for a host in flight (no installer for a host that is
+  not armed).
+"""
+
+import datetime as dt
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from sqlalchemy import func, select
+
+from provisiond import models
+from provisiond.db import Database
+from provisiond.errors import NotFound, ProvisiondError
+from provisiond.install.lifecycle import IN_FLIGHT, Lifecycle
+from provisiond.install.slots import Limits
+from provisiond.inventory.hosts import ImportRow, import_hosts
+from provisiond.inventory.schema import UNSET, parse_host
+from provisiond.states import HostState
+from provisiond.vault import Vault
+from tests.conftest import _truncate
+
+CAP = 2
+HOSTS = [f"SN{i}" for i in range(5)]
+START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def make_lifecycle(vault: Vault) -> Lifecycle:
+    return Lifecycle(vault=vault, hooks=None, limits=Limits(cap=CAP, retry_seconds=5, stale_seconds=120),
+                     arm_ttl=dt.timedelta(seconds=600), install_timeout=dt.timedelta(seconds=900))
+
+
+def test_lifecycle_invariants(db_url, tmp_path):
+    vault = Vault(tmp_path / "secret.key")
+
+    class Lifecycles(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            if not db_url.startswith("sqlite"):
+                _truncate(db_url)
+            else:
+                _clear_sqlite(db_url)
+            self.db = Database(db_url)
+            self.lifecycle = make_lifecycle(vault)
+            self.now = START
+            self.tokens: dict[str, str] = {}
+            rows = [ImportRow(parse_host({"serial": sn, "hostname": sn.lower(), "macs": [f"52:54:00:00:00:1{i}"],
+                                          "profile": "default"}, {"default"})[0], UNSET, f"t:{i}")
+                    for i, sn in enumerate(HOSTS)]
+            with self.db.write() as session:
+                import_hosts(session, rows, vault, "test")
+
+        def teardown(self) -> None:
+            self.db.dispose()
+
+        def _do(self, action) -> None:  # one unit of work; a refused step changes nothing
+            try:
+                with self.db.write() as session:
+                    action(session)
+            except ProvisiondError:
+                pass
+
+        def _install(self, session, serial):
+            token = self.tokens.get(serial)
+            if token is None:
+                raise NotFound("no token")
+            return self.lifecycle.find_install(session, token, self.now)
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def arm(self, serial):
+            def step(session):
+                self.tokens[serial] = self.lifecycle.arm(session, serial, self.now, "test").token
+            self._do(step)
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def kickstart(self, serial):
+            self._do(lambda s: self.lifecycle.kickstart_fetched(s, self._install(s, serial), self.now, "test"))
+
+        @rule(serial=st.sampled_from(HOSTS), good=st.booleans())
+        def report(self, serial, good):
+            from provisiond.install.verify import parse_report
+
+            report = parse_report({"serial": serial if good else "WRONG", "nics": [],
+                                   "boot_mac": f"52:54:00:00:00:1{HOSTS.index(serial)}"})
+            self._do(lambda s: self.lifecycle.report_hardware(s, self._install(s, serial), report, self.now))
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def slot(self, serial):
+            self._do(lambda s: self.lifecycle.request_slot(s, self._install(s, serial), self.now))
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def done(self, serial):
+            def step(session):
+                token = self.tokens.get(serial)
+                if token is None:
+                    return
+                install = self.lifecycle.find_install(session, token, self.now, finished_ok=True)
+                self.lifecycle.done(session, install, self.now)
+            self._do(step)
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def failed(self, serial):
+            self._do(lambda s: self.lifecycle.failed(s, self._install(s, serial), "boom", self.now))
+
+        @rule(serial=st.sampled_from(HOSTS))
+        def cancel(self, serial):
+            self._do(lambda s: self.lifecycle.cancel(s, serial, self.now, "test"))
+
+        @rule(seconds=st.sampled_from([1, 60, 400, 1000]))
+        def tick(self, seconds):
+            self.now += dt.timedelta(seconds=seconds)
+
+        @rule()
+        def reap(self):
+            self._do(lambda s: self.lifecycle.reap(s, self.now))
+
+        @rule()
+        def restart(self):
+            self.db.dispose()
+            self.db = Database(db_url)
+            self.lifecycle = make_lifecycle(vault)
+
+        @invariant()
+        def at_most_cap_installing(self):
+            with self.db.read() as session:
+                installing = session.scalar(select(func.count()).select_from(models.Host)
+                                            .where(models.Host.state == HostState.INSTALLING.value))
+            assert installing <= CAP
+
+        @invariant()
+        def live_install_exactly_when_in_flight(self):
+            with self.db.read() as session:
+                rows = session.execute(
+                    select(models.Host.serial, models.Host.state, func.count(models.Install.id))
+                    .outerjoin(models.Install, (models.Install.host_id == models.Host.id)
+                               & models.Install.active.is_(True))
+                    .group_by(models.Host.serial, models.Host.state)
+                ).all()
+            for serial, state, active in rows:
+                in_flight = HostState(state) in IN_FLIGHT
+                assert active == (1 if in_flight else 0), (serial, state, active)
+                assert not (state == HostState.INSTALLED.value and active)
+
+        @invariant()
+        def tokens_only_work_for_hosts_in_flight(self):
+            with self.db.read() as session:
+                for serial, token in self.tokens.items():
+                    try:
+                        install = self.lifecycle.find_install(session, token, self.now)
+                    except NotFound:
+                        continue
+                    assert HostState(install.host.state) in IN_FLIGHT, serial
+
+    run_state_machine_as_test(Lifecycles, settings=settings(
+        max_examples=30, stateful_step_count=40, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
+
+
+def _clear_sqlite(url: str) -> None:
+    database = Database(url)
+    with database.engine.begin() as conn:
+        for table in reversed(models.Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    database.dispose()
