@@ -92,6 +92,14 @@ def test_lifecycle_invariants(db_url, tmp_path):
             self._do(lambda s: self.lifecycle.report_hardware(s, self._install(s, serial), report, self.now))
 
         @rule(serial=st.sampled_from(HOSTS))
+        def rush(self, serial):
+            """A whole healthy boot up to the slot request, so the cap is often contended."""
+            self.arm(serial)
+            self.kickstart(serial)
+            self.report(serial, True)
+            self.slot(serial)
+
+        @rule(serial=st.sampled_from(HOSTS))
         def slot(self, serial):
             self._do(lambda s: self.lifecycle.request_slot(s, self._install(s, serial), self.now))
 
