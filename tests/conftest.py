@@ -151,7 +151,7 @@ def free_port() -> int:
 class LiveServer:
     """``provisiond serve`` in a subprocess (real gunicorn workers)."""
 
-    def __init__(self, settings: Settings, workers: int = 2) -> None:
+    def __init__(self, settings: Settings, workers: int = 2, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -162,6 +162,7 @@ class LiveServer:
             "PROVISIOND_HTTP_WORKERS": str(workers),
             "PROVISIOND_PUBLIC_URL": self.url,
             "PROVISIOND_LOG_LEVEL": "WARNING",
+            **extra_env,
         }
         self.log = settings.data_dir.parent / "server.log"
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -86,12 +86,18 @@ def waiting_ahead(session: Session, install: models.Install, now: dt.datetime, s
     ) or 0)
 
 
+def retry_after(position: int, limits: Limits) -> int:
+    """Seconds a waiter should wait: 1 at the head of the queue, growing to
+    ``retry_seconds`` a cap's length back, so the queue polls gently."""
+    return min(limits.retry_seconds, 1 + (position - 1) * limits.retry_seconds // max(limits.cap, 1))
+
+
 def decide(session: Session, install: models.Install, now: dt.datetime, limits: Limits) -> SlotDecision:
     """Grant a slot, or say where in the queue the installer stands."""
     in_use = installing_count(session)
     ahead = waiting_ahead(session, install, now, limits.stale_seconds)
     position = ahead + 1
-    retry = limits.retry_seconds
+    retry = retry_after(position, limits)
     if in_use + ahead >= limits.cap:
         return SlotDecision(False, position, retry,
                             f"concurrent install limit {limits.cap} reached: position {position}, retry in {retry} s")
