@@ -1,0 +1,114 @@
+"""What provctl prints, and the exit status it ends with.
+
+Readable output is a table (lists) or YAML (one object); ``--json`` prints
+the server's JSON instead. :func:`exit_status` is the one place that maps
+an error to an exit status; :func:`report` prints it as ``provctl: ...``
+on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from provisiond.cli.client import (
+    ClientError,
+    ConfigurationError,
+    Conflict,
+    InvalidInput,
+    MissingToken,
+    NotFound,
+    Unauthorized,
+    Unreachable,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitStatus(IntEnum):
+    """provctl's exit statuses (listed in ``provctl --help``)."""
+
+    OK = 0
+    ERROR = 1  # server error or an unexpected answer
+    USAGE = 2  # click's own usage errors, a bad --url or config file
+    NOT_FOUND = 3  # 404
+    CONFLICT = 4  # 409: duplicate value, protected host, group still in use
+    INVALID = 5  # 400/413: the server rejected the input
+    UNAUTHORIZED = 6  # 401: no token, or a bad one
+    UNREACHABLE = 7  # connection refused, DNS failure, timeout
+
+
+#: Most specific first; anything else is ERROR.
+_EXIT_STATUSES: tuple[tuple[type[ClientError], ExitStatus], ...] = (
+    (NotFound, ExitStatus.NOT_FOUND),
+    (Conflict, ExitStatus.CONFLICT),
+    (InvalidInput, ExitStatus.INVALID),
+    (Unauthorized, ExitStatus.UNAUTHORIZED),
+    (MissingToken, ExitStatus.UNAUTHORIZED),
+    (Unreachable, ExitStatus.UNREACHABLE),
+    (ConfigurationError, ExitStatus.USAGE),
+)
+
+
+def exit_status(error: ClientError) -> ExitStatus:
+    for kind, status in _EXIT_STATUSES:
+        if isinstance(error, kind):
+            return status
+    return ExitStatus.ERROR
+
+
+def report(error: ClientError) -> ExitStatus:
+    """Print ``provctl: <message>`` on stderr; return the exit status to end with."""
+    click.echo(f"provctl: {error.message}", err=True)
+    return exit_status(error)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def json_option(command: F) -> F:
+    """``--json``: print the server's JSON instead of a table or text."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the raw JSON from the server instead of readable text.")(command)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def echo_yaml(data: Any) -> None:
+    click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True), nl=False)
+
+
+def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Columns padded to their widest cell; an empty cell shows as ``-``."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def compact(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document without empty values (``None``, ``[]``, ``{}``), one level deep too."""
+    result: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if v not in (None, [], {})}
+        if value not in (None, [], {}):
+            result[key] = value
+    return result
