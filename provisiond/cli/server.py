@@ -100,6 +100,17 @@ def tokens_revoke(settings: Settings, name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+@main.command()
+@click.pass_obj
+def reap(settings: Settings) -> None:
+    """Fail installs past their deadline (one pass; `serve` does this every
+    reaper_interval_seconds)."""
+    from provisiond.install.reaper import reap_once
+
+    reaped = reap_once(_ready(settings))
+    click.echo(f"reaped {len(reaped)} install(s){': ' + ', '.join(reaped) if reaped else ''}")
+
+
 @main.group()
 def secrets() -> None:
     """BMC secret encryption key."""
@@ -195,9 +206,15 @@ def _ready(settings: Settings) -> Any:
 
 
 def _run_http(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+    from provisiond.install.reaper import Reaper
     from provisiond.web.server import run
 
-    run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)
+    reaper = Reaper(_services(settings), settings.reaper_interval_seconds)
+    reaper.start()  # in the master process; the HTTP workers fork without it
+    try:
+        run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)
+    finally:
+        reaper.stop()
 
 
 def _safe_url(settings: Settings) -> str:
