@@ -73,6 +73,29 @@ class Settings:
     #: How often the reaper in `provisiond serve` looks for expired installs.
     reaper_interval_seconds: int = 30
 
+    # -- netboot (`provisiond netboot` / `serve`) ----------------------------
+    #: full: addresses + boot info; proxy: boot info only, beside another DHCP
+    #: server; relay: full, answering only requests relayed through giaddr;
+    #: off: no DHCP (TFTP only).
+    dhcp_mode: str = "off"
+    #: Interface the DHCP and TFTP services listen on (empty: all).
+    netboot_interface: str = ""
+    #: This server's address on the boot network: next-server, DHCP server id, TFTP.
+    netboot_address: str = ""
+    dhcp_port: int = 67
+    tftp_port: int = 69
+    #: Subnets served in full/relay mode: a list of mappings with keys
+    #: network (CIDR), router, dns (list), pool (``start-end``, optional),
+    #: lease_seconds (optional).
+    dhcp_subnets: list[dict[str, Any]] = field(default_factory=list)
+    #: What an unknown MAC gets: ignore (no answer) or local (boot from disk).
+    unknown_mac: str = "ignore"
+    #: Boot files by client architecture; iPXE clients get an HTTP script instead.
+    bios_boot_file: str = "lpxelinux.0"
+    uefi_boot_file: str = "ipxe.efi"
+    tftp_max_transfers: int = 64
+    tftp_timeout_seconds: int = 5
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -80,8 +103,10 @@ class Settings:
         return f"sqlite:///{self.data_dir / 'provisiond.db'}"
 
 
-_PATH_KEYS = {f.name for f in dataclasses.fields(Settings) if f.name.endswith(("_dir", "_file"))}
+_PATH_KEYS = {name for name, kind in get_type_hints(Settings).items() if kind is Path}
+_CHOICES = {"dhcp_mode": {"full", "proxy", "relay", "off"}, "unknown_mac": {"ignore", "local"}}
 _POSITIVE_INT_KEYS = {
+    "dhcp_port", "tftp_port", "tftp_max_transfers", "tftp_timeout_seconds",
     "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
     "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "reaper_interval_seconds",
 }
@@ -154,6 +179,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_CHOICES[key]))}")
+        if key == "netboot_address" and value:
+            import ipaddress
+
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ConfigError(f"{where}: {value!r} is not an IPv4 address") from None
         if key == "log_level" and value.upper() not in _LOG_LEVELS:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
         if key == "public_url" and not value.startswith(("http://", "https://")):
@@ -161,6 +195,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if key == "database_url" and value and "://" not in value:
             raise ConfigError(f"{where}: {value!r} is not a database URL (e.g. postgresql://user@host/db)")
         return value.upper() if key == "log_level" else value
+    if key == "dhcp_subnets":
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise ConfigError(f"{where}: expected a list of subnet mappings (network, router, dns, pool)")
+        return [dict(item) for item in value]
     if key == "variables":
         if isinstance(value, str):
             try:
