@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
-from provisiond.web import api, auth, installer, boot, meta
+from provisiond.web import api, auth, boot, installer, ipxe, meta
 
 log = logging.getLogger("provisiond.web")
 
@@ -26,6 +26,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(meta.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(installer.bp)
+    app.register_blueprint(ipxe.bp)
     app.register_blueprint(boot.bp)
     _register_error_handlers(app)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisiond import models
+from provisiond.db import on_commit
 from provisiond.errors import Conflict, NotFound, Unauthorized
 from provisiond.inventory import fields
 
@@ -28,6 +30,8 @@ PUBLIC_ENDPOINTS = frozenset({
     # Kernels, initrds and stage files: installers fetch them before they hold
     # any credential, and they are the distribution's public files.
     "boot.file",
+    # The iPXE script per MAC: firmware holds no credential (as for TFTP).
+    "ipxe.script",
 })
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,13 +56,47 @@ def gate() -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("this route needs an admin token: send 'Authorization: Bearer <token>'")
-    from provisiond.web import services
-
-    with services().db.read() as session:
-        name = session.scalar(select(models.ApiToken.name).where(models.ApiToken.token_hash == hash_token(token.strip())))
+    name = _token_name(token.strip())
     if name is None:
         raise Unauthorized("the bearer token is not valid")
     g.token_name = name
+
+
+#: A token found valid is trusted this long without asking the database again
+#: (an API client sends one request after another with the same token). A
+#: revocation made in this process takes effect at once; one made elsewhere
+#: (`provisiond tokens revoke`, another HTTP instance) within this many seconds.
+TOKEN_CACHE_SECONDS = 5.0
+_TOKEN_CACHE_MAX = 1024
+#: (database URL, token hash) -> (token name, monotonic time it expires)
+_token_cache: dict[tuple[str, str], tuple[str, float]] = {}
+
+
+def _token_name(token: str) -> str | None:
+    """The name of the admin token, or None when it is not (or no longer) valid."""
+    from provisiond.web import services
+
+    db = services().db
+    key = (db.url, hash_token(token))
+    now = time.monotonic()
+    cached = _token_cache.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    with db.read() as session:
+        name = session.scalar(select(models.ApiToken.name).where(models.ApiToken.token_hash == key[1]))
+    if name is None:
+        _token_cache.pop(key, None)
+    else:
+        if len(_token_cache) >= _TOKEN_CACHE_MAX:
+            _token_cache.clear()
+        _token_cache[key] = (name, now + TOKEN_CACHE_SECONDS)
+    return name
+
+
+def _forget_token(name: str) -> None:
+    for key, (cached_name, _expiry) in list(_token_cache.items()):
+        if cached_name == name:
+            _token_cache.pop(key, None)
 
 
 def hash_token(token: str) -> str:
@@ -84,4 +122,7 @@ def revoke_token(session: Session, name: str) -> None:
     if token is None:
         raise NotFound(f"no token named {name!r}")
     session.delete(token)
+    _forget_token(name)
+    # Again after the commit: a request in between may have cached it anew.
+    on_commit(session, lambda: _forget_token(name))
 

@@ -88,6 +88,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/queue": {"get": _op("The install cap, hosts installing, and waiting hosts in order")},
     "/api/v1/status": {"get": _op("Hosts per install state, the cap and slots in use")},
     "/boot/{name}": {"get": _BOOT_FILE},
+    "/boot/ipxe/{mac}": {"get": _op("The iPXE boot script for a MAC: installer for an armed host, else exit "
+                                    "(public; firmware has no credential)", params=("mac",), public=True,
+                                    content="text/plain")},
 }
 
 
@@ -113,6 +116,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "q": _query("q", "substring of the serial number or host name"),
     "limit": _query("limit", "at most this many", {"type": "integer", "minimum": 1}),
     "offset": _query("offset", "skip this many", {"type": "integer", "minimum": 0}),
+    "mac": _path("mac", "a MAC address (any common spelling)"),
     "since": _query("since", "only events with a larger id", {"type": "integer", "minimum": 0}),
     "force": _query("force", "true to act on a protected host", {"type": "boolean"}),
     "var": _query("var", "one-off variable name=value (repeatable)"),

@@ -83,3 +83,16 @@ def test_fallback_names():
 
 def test_grub_path():
     assert grub_path("http://10.0.0.1:8080/boot/k") == "(http,10.0.0.1:8080)/boot/k"
+
+
+def test_ipxe_script_over_http(client, auth, demo_data, arm):
+    local = client.get("/boot/ipxe/00-26-B9-35-E9-AA")
+    assert local.status_code == 200
+    assert "exit" in local.get_data(as_text=True)
+    token = arm("712DM2Y")
+    script = client.get("/boot/ipxe/00:26:b9:35:e9:aa").get_data(as_text=True)
+    assert f"inst.ks=http://provisiond.test:8080/install/{token}/ks" in script
+    assert client.get("/boot/ipxe/52:54:00:99:99:99").status_code == 404  # unknown_mac: ignore
+    assert client.get("/boot/ipxe/not-a-mac").status_code == 404
+    events = client.get("/api/v1/hosts/712DM2Y/events", headers=auth).get_json()["events"]
+    assert [e["kind"] for e in events].count("ipxe") == 2

@@ -14,6 +14,7 @@ ALLOWED_WITHOUT_ADMIN_TOKEN = {
     "meta.health": "liveness probe; says nothing about hosts",
     "meta.openapi": "the API description is public",
     "boot.file": "installers fetch kernels and initrds without an admin token",
+    "ipxe.script": "iPXE firmware fetches its boot script without a credential",
     "static": "Flask's static files (none are shipped)",
 }
 
