@@ -4,16 +4,21 @@ raises :class:`~provisiond.errors.ValidationError` naming the field."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Any
 
 from provisiond.errors import ValidationError
 
-_HEX = re.compile(r"^[0-9a-f]{12}$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Patterns are used with fullmatch (``$`` would accept a trailing newline)
+# and spell out ASCII ranges (IGNORECASE would let "ſ" and "K" (Kelvin) in).
+_HEX = re.compile(r"[0-9a-f]{12}")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: At most this many values (counting nested ones) in one variables mapping.
+MAX_VARIABLE_NODES = 100_000
 
 
 def mac(value: Any, field: str = "mac") -> str:
@@ -28,7 +33,7 @@ def mac(value: Any, field: str = "mac") -> str:
         digits = text.replace(".", "")
     else:
         digits = text
-    if not _HEX.match(digits):
+    if not _HEX.fullmatch(digits):
         raise ValidationError(field, f"{value!r} is not a MAC address (e.g. 52:54:00:12:34:56)")
     if int(digits[:2], 16) & 1:
         raise ValidationError(field, f"{value!r} is a multicast address, not a NIC's MAC")
@@ -41,12 +46,12 @@ def hostname(value: Any, field: str = "hostname") -> str:
     """An RFC 1123 host name (labels of letters, digits and hyphens), lower-cased."""
     if not isinstance(value, str) or not value:
         raise ValidationError(field, "a host name is required")
-    text = value.rstrip(".")
+    text = value.removesuffix(".")  # one trailing dot: the fully qualified form
     if len(text) > 253:
         raise ValidationError(field, f"{value!r} is longer than 253 characters")
     labels = text.split(".")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValidationError(
                 field,
                 f"{value!r} is not an RFC 1123 host name "
@@ -64,7 +69,7 @@ def ipv4(value: Any, field: str) -> str:
         address = None
     if address is None or isinstance(value, bool):
         raise ValidationError(field, f"{value!r} is not an IPv4 address")
-    if address.is_unspecified or address.is_multicast or address.is_loopback:
+    if address.is_unspecified or address.is_multicast or address.is_loopback or address.is_reserved:
         raise ValidationError(field, f"{value} is not a usable host address")
     return str(address)
 
@@ -72,12 +77,20 @@ def ipv4(value: Any, field: str) -> str:
 def prefix(value: Any, field: str = "prefix") -> int:
     """A prefix length (``24``) or a dotted netmask (``255.255.255.0``)."""
     if isinstance(value, str) and "." in value:
-        try:
-            return ipaddress.IPv4Network(f"0.0.0.0/{value.strip()}").prefixlen
-        except ValueError:
-            raise ValidationError(field, f"{value!r} is not a netmask") from None
-    number = integer(value, field, 1, 32)
-    return number
+        return _netmask(value, field)
+    return integer(value, field, 1, 32)
+
+
+def _netmask(value: str, field: str) -> int:
+    # IPv4Network also takes host masks (0.0.0.255) and 0.0.0.0: insist on
+    # the netmask spelling of a prefix length of 1-32.
+    try:
+        length = ipaddress.IPv4Network(f"0.0.0.0/{value.strip()}").prefixlen
+    except ValueError:
+        length = None
+    if length is None or length < 1 or str(ipaddress.IPv4Network(f"0.0.0.0/{length}").netmask) != value.strip():
+        raise ValidationError(field, f"{value!r} is not a netmask (e.g. 255.255.255.0)")
+    return length
 
 
 def integer(value: Any, field: str, low: int, high: int) -> int:
@@ -87,7 +100,7 @@ def integer(value: Any, field: str, low: int, high: int) -> int:
         value = value.strip()
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float("inf")
         raise ValidationError(field, f"expected a whole number, got {value!r}") from None
     if isinstance(value, float) and value != number:
         raise ValidationError(field, f"expected a whole number, got {value!r}")
@@ -121,17 +134,19 @@ def text(value: Any, field: str, max_length: int = 128, required: bool = False) 
     return result or None
 
 
-def name(value: Any, field: str) -> str:
+def name(value: Any, field: str, max_length: int = 64) -> str:
     """A group, profile or site name: letters, digits, ``_.-``."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ValidationError(field, f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; at most 64)")
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > max_length:
+        raise ValidationError(
+            field, f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; at most {max_length})"
+        )
     return value
 
 
 def serial(value: Any, field: str = "serial") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _SERIAL.match(value.strip()):
+    if not isinstance(value, str) or not _SERIAL.fullmatch(value.strip()):
         raise ValidationError(field, f"{value!r} is not a serial number (letters, digits, '_.:/-'; at most 64)")
     return value.strip()
 
@@ -143,9 +158,37 @@ def variables(value: Any, field: str = "variables") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError(field, "expected a mapping of variable names to values")
     for key in value:
-        if not isinstance(key, str) or not _VARIABLE.match(key):
+        if not isinstance(key, str) or not _VARIABLE.fullmatch(key):
             raise ValidationError(f"{field}.{key}", "variable names are identifiers (letters, digits, '_')")
+    _check_json(value, field)
     return dict(value)
+
+
+def _check_json(value: dict[str, Any], field: str) -> None:
+    """Variables are stored as JSON: only text, numbers, booleans, null, lists
+    and mappings with text keys (YAML dates, NaN or sets are refused here,
+    not by the database). Bounded, so that a YAML alias bomb is refused too."""
+    pending: list[tuple[str, Any]] = [(f"{field}.{key}", item) for key, item in value.items()]
+    seen = 0
+    while pending:
+        where, item = pending.pop()
+        seen += 1
+        if seen > MAX_VARIABLE_NODES:
+            raise ValidationError(field, f"more than {MAX_VARIABLE_NODES} values")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise ValidationError(where, f"mapping keys must be text, got {key!r}")
+                pending.append((f"{where}.{key}", inner))
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{index}]", inner) for index, inner in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(where, f"{item!r} cannot be stored (JSON has no NaN or infinity)")
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
+            raise ValidationError(where, f"a {type(item).__name__} cannot be stored; use text, a number, "
+                                         "true/false, a list or a mapping")
+        elif isinstance(item, str) and "\x00" in item:
+            raise ValidationError(where, "contains a NUL character")
 
 
 def string_list(value: Any, field: str) -> list[str]:

@@ -103,5 +103,5 @@ def delete_group(session: Session, name: str) -> None:
         select(func.count()).select_from(models.host_groups).where(models.host_groups.c.group_id == group.id)
     )
     if members:
-        raise Conflict(f"group {name!r} still has {members} host(s); remove them from it first")
+        raise Conflict(f"group {name!r} still has {members} host(s); remove them from it first", field="hosts")
     session.delete(group)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, true, update
 from sqlalchemy.orm import Session, selectinload
 
 from provisiond import models
@@ -37,12 +37,20 @@ def _loaded() -> Any:
 
 
 def to_record(host: models.Host) -> HostRecord:
-    groups = sorted(host.groups, key=lambda g: (g.priority, g.name))
+    nics = tuple(Nic(mac=n.mac, name=n.name, primary=n.primary) for n in host.nics)
+    return _record(host, nics, host.groups, host.bmc_secret is not None)
+
+
+def _record(host: Any, nics: tuple[Nic, ...], groups: Iterable[Any], has_bmc_secret: bool) -> HostRecord:
+    """A record from the host's columns (an ORM object or a row: the same
+    attribute names), its NICs and its groups (``name``, ``priority``,
+    ``variables``, any order)."""
+    ordered = sorted(groups, key=lambda g: (g.priority, g.name))
     return HostRecord(
         serial=host.serial,
         hostname=host.hostname,
         profile=host.profile,
-        nics=tuple(Nic(mac=n.mac, name=n.name, primary=n.primary) for n in host.nics),
+        nics=nics,
         ip=host.ip,
         prefix=host.prefix,
         gateway=host.gateway,
@@ -55,16 +63,53 @@ def to_record(host: models.Host) -> HostRecord:
         disks=None if host.expected_disks is None else tuple(Disk(**d) for d in host.expected_disks),
         os=host.os,
         owner=host.owner,
-        groups=tuple(g.name for g in groups),
+        groups=tuple(g.name for g in ordered),
         site=host.site,
         rack=host.rack,
         protected=host.protected,
         variables=MappingProxyType(dict(host.variables or {})),
         state=host.state,
         state_reason=host.state_reason,
-        has_bmc_secret=host.bmc_secret is not None,
-        group_vars=tuple(GroupVars(g.name, g.priority, MappingProxyType(dict(g.variables))) for g in groups),
+        has_bmc_secret=has_bmc_secret,
+        group_vars=tuple(GroupVars(g.name, g.priority, MappingProxyType(dict(g.variables))) for g in ordered),
     )
+
+
+def _record_query() -> Any:
+    """One host with its NICs and groups in ONE statement (one row per NIC x
+    group): the per-request read of the kickstart and host routes, with no
+    ORM identity map and one database round trip. Never selects the BMC
+    secret, only whether there is one."""
+    hosts, nics, groups, links = (models.Host.__table__, models.Nic.__table__, models.Group.__table__,
+                                  models.host_groups)
+    return (
+        select(*(c for c in hosts.c if c.key not in ("bmc_secret", "created_at", "updated_at")),
+               hosts.c.bmc_secret.is_not(None).label("has_bmc_secret"),
+               nics.c.mac.label("nic_mac"), nics.c.name.label("nic_name"), nics.c.primary.label("nic_primary"),
+               nics.c.position.label("nic_position"),
+               groups.c.name.label("group_name"), groups.c.priority.label("group_priority"),
+               groups.c.variables.label("group_variables"))
+        .select_from(hosts)
+        .outerjoin(nics, nics.c.host_id == hosts.c.id)
+        .outerjoin(links, links.c.host_id == hosts.c.id)
+        .outerjoin(groups, groups.c.id == links.c.group_id)
+    )
+
+
+#: Built once, so that SQLAlchemy computes its cache key once, not per request.
+_RECORD_BY_SERIAL = _record_query().where(models.Host.__table__.c.serial == bindparam("serial"))
+
+
+def _record_from_rows(rows: Sequence[Any]) -> HostRecord:
+    nics: dict[str, tuple[int, Nic]] = {}
+    groups: dict[str, GroupVars] = {}
+    for row in rows:
+        if row.nic_mac is not None and row.nic_mac not in nics:
+            nics[row.nic_mac] = (row.nic_position, Nic(mac=row.nic_mac, name=row.nic_name, primary=row.nic_primary))
+        if row.group_name is not None and row.group_name not in groups:
+            groups[row.group_name] = GroupVars(row.group_name, row.group_priority, row.group_variables or {})
+    ordered_nics = tuple(nic for _position, nic in sorted(nics.values(), key=lambda item: item[0]))
+    return _record(rows[0], ordered_nics, groups.values(), bool(rows[0].has_bmc_secret))
 
 
 def get_host(session: Session, serial: str) -> models.Host:
@@ -75,7 +120,10 @@ def get_host(session: Session, serial: str) -> models.Host:
 
 
 def load_record(session: Session, serial: str) -> HostRecord:
-    return to_record(get_host(session, serial))
+    rows = session.execute(_RECORD_BY_SERIAL, {"serial": serial}).all()
+    if not rows:
+        raise NotFound(f"no host with serial number {serial!r}")
+    return _record_from_rows(rows)
 
 
 def find_by_mac(session: Session, mac: str) -> HostRecord | None:
@@ -146,7 +194,7 @@ def spec_columns(spec: HostSpec) -> dict[str, Any]:
 
 def check_unique(session: Session, spec: HostSpec, own_id: int | None) -> None:
     """Refuse a hostname, IP or MAC that another host already has."""
-    others = models.Host.id != own_id if own_id is not None else True
+    others = models.Host.id != own_id if own_id is not None else true()
     checks: list[tuple[str, Any, Any]] = [("hostname", models.Host.hostname, spec.hostname)]
     if spec.ip:
         checks.append(("ip", models.Host.ip, spec.ip))
@@ -188,15 +236,16 @@ def update_host(session: Session, serial: str, spec: HostSpec, password: str | N
     for column, value in after.items():
         setattr(host, column, value)
     host.bmc_secret = _encrypted(password, host.bmc_secret, vault)
-    if [n.mac for n in host.nics] != [n.mac for n in spec.nics] or any(
-        (n.name, n.primary) != (s.name, s.primary) for n, s in zip(host.nics, spec.nics)
-    ):
+    nics_changed = [(n.mac, n.name, n.primary) for n in host.nics] != [(n.mac, n.name, n.primary) for n in spec.nics]
+    if nics_changed:
         host.nics.clear()
         session.flush()  # free the MACs before re-adding them
         host.nics.extend(_nic_rows(spec))
     groups_before = sorted(g.name for g in host.groups)
     host.groups = _groups(session, spec.groups)
     changed = sorted(k for k in after if after[k] != before[k])
+    if nics_changed:
+        changed.append("nics")
     if groups_before != sorted(spec.groups):
         changed.append("groups")
     if password is not UNSET:
@@ -210,6 +259,9 @@ def update_host(session: Session, serial: str, spec: HostSpec, password: str | N
 def delete_host(session: Session, serial: str) -> None:
     host = get_host(session, serial)
     session.delete(host)
+    # The host's own timeline goes with it (ON DELETE CASCADE); this line,
+    # not bound to a host, says who was removed.
+    record_event(session, None, "host", f"host {serial} removed from the data source")
 
 
 def _encrypted(password: str | None | _Unset, current: str | None, vault: Vault) -> str | None:
@@ -266,17 +318,20 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
     new = [r for r in rows if r.spec.serial not in existing]
     old = [r for r in rows if r.spec.serial in existing]
     ids = dict(existing)
+    # Updates first, so that a new host can take a hostname, IP or MAC an
+    # existing host gives up in the same import.
+    if old:
+        old_ids = [existing[r.spec.serial] for r in old]
+        session.execute(delete(models.Nic).where(models.Nic.host_id.in_(old_ids)))
+        session.execute(delete(models.host_groups).where(models.host_groups.c.host_id.in_(old_ids)))
+        _release_unique_values(session, old, existing)
+        session.execute(update(models.Host), [_update_values(r, existing[r.spec.serial], vault) for r in old])
     if new:
         returned = session.execute(
             insert(models.Host).returning(models.Host.serial, models.Host.id, sort_by_parameter_order=True),
             [_insert_values(r, vault) for r in new],
         ).all()
         ids.update(returned)
-    if old:
-        old_ids = [existing[r.spec.serial] for r in old]
-        session.execute(delete(models.Nic).where(models.Nic.host_id.in_(old_ids)))
-        session.execute(delete(models.host_groups).where(models.host_groups.c.host_id.in_(old_ids)))
-        session.execute(update(models.Host), [_update_values(r, existing[r.spec.serial], vault) for r in old])
     nic_values = [
         {"host_id": ids[r.spec.serial], "mac": n.mac, "name": n.name, "primary": n.primary, "position": i}
         for r in rows for i, n in enumerate(r.spec.nics)
@@ -296,6 +351,25 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
         session.execute(insert(models.Event), events)
     session.expire_all()
     return ImportResult(created=len(new), updated=len(old))
+
+
+def _release_unique_values(session: Session, old: Sequence[ImportRow], existing: dict[str, int]) -> None:
+    """Park the hostnames and IPs that updated hosts give up, so that two
+    hosts can swap them: the unique constraints hold after every row's
+    UPDATE, not only at the end. The parked hostname is not RFC 1123 and
+    so can never clash with a real one."""
+    wanted = {existing[r.spec.serial]: r.spec for r in old}
+    current = session.execute(
+        select(models.Host.id, models.Host.hostname, models.Host.ip).where(models.Host.id.in_(list(wanted)))
+    ).all()
+    parked = [
+        {"id": host_id, "hostname": f"-import-{host_id}" if hostname != wanted[host_id].hostname else hostname,
+         "ip": None if ip != wanted[host_id].ip else ip}
+        for host_id, hostname, ip in current
+        if hostname != wanted[host_id].hostname or (ip is not None and ip != wanted[host_id].ip)
+    ]
+    if parked:
+        session.execute(update(models.Host), parked)
 
 
 def _insert_values(row: ImportRow, vault: Vault) -> dict[str, Any]:

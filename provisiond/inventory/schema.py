@@ -51,6 +51,8 @@ TOP_KEYS = frozenset(
 READ_ONLY_KEYS = frozenset({"state", "state_reason", "created_at", "updated_at"})
 BMC_KEYS = frozenset({"type", "address", "port", "user", "password", "password_set"})
 HARDWARE_KEYS = frozenset({"manufacturer", "model", "cpus", "memory_mib", "disks"})
+#: The width of ``nics.name`` in the database.
+NIC_NAME_LENGTH = 32
 
 
 def parse_host(
@@ -63,19 +65,13 @@ def parse_host(
     for key in data:
         if key not in TOP_KEYS and key not in READ_ONLY_KEYS:
             raise ValidationError(str(key), f"unknown field (known: {', '.join(sorted(TOP_KEYS))})")
-    if "prefix" in data and "netmask" in data:
+    if _given(data, "prefix") and _given(data, "netmask"):
         raise ValidationError("netmask", "give prefix or netmask, not both")
-    profile = fields.name(data.get("profile"), "profile")
-    if profile not in profiles:
-        raise ValidationError("profile", f"unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
-    group_names = tuple(fields.name(g, "groups") for g in fields.string_list(data.get("groups"), "groups"))
-    if groups is not None:
-        for group in group_names:
-            if group not in groups:
-                raise ValidationError("groups", f"unknown group {group!r}")
+    profile = _profile(data.get("profile"), profiles)
+    group_names = _group_names(data.get("groups"), groups)
     ip = _optional(data.get("ip"), lambda v: fields.ipv4(v, "ip"))
-    mask = data.get("prefix", data.get("netmask"))
-    prefix = _optional(mask, lambda v: fields.prefix(v, "prefix" if "prefix" in data else "netmask"))
+    mask_field = "prefix" if _given(data, "prefix") else "netmask"
+    prefix = _optional(data.get(mask_field), lambda v: fields.prefix(v, mask_field))
     gateway = _optional(data.get("gateway"), lambda v: fields.ipv4(v, "gateway"))
     if ip is not None and prefix is None:
         raise ValidationError("prefix", "an address needs a prefix length or a netmask")
@@ -100,27 +96,59 @@ def parse_host(
         variables=MappingProxyType(fields.variables(data.get("variables"))),
         **hardware,
     )
-    if spec.ip and spec.gateway and spec.prefix is not None:
-        _check_gateway(spec)
+    if spec.ip and spec.prefix is not None:
+        _check_address(spec)
     return spec, password
+
+
+def _given(data: Mapping[str, Any], key: str) -> bool:
+    """The document sets ``key`` (an empty value counts as not set)."""
+    return data.get(key) not in (None, "")
 
 
 def _optional(value: Any, parse: Any) -> Any:
     return None if value is None or value == "" else parse(value)
 
 
-def _check_gateway(spec: HostSpec) -> None:
+def _profile(value: Any, profiles: Collection[str]) -> str:
+    if value in (None, ""):
+        raise ValidationError("profile", "is required")
+    profile = fields.name(value, "profile")
+    if profile not in profiles:
+        raise ValidationError("profile", f"unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
+    return profile
+
+
+def _group_names(value: Any, known: Collection[str] | None) -> tuple[str, ...]:
+    names = tuple(fields.name(g, "groups") for g in fields.string_list(value, "groups"))
+    for index, group in enumerate(names):
+        if group in names[:index]:
+            raise ValidationError("groups", f"group {group!r} is listed twice")
+        if known is not None and group not in known:
+            raise ValidationError("groups", f"unknown group {group!r}")
+    return names
+
+
+def _check_address(spec: HostSpec) -> None:
     import ipaddress
 
     network = ipaddress.IPv4Network(f"{spec.ip}/{spec.prefix}", strict=False)
+    address = ipaddress.IPv4Address(spec.ip)
+    if network.prefixlen <= 30 and address in (network.network_address, network.broadcast_address):
+        which = "network" if address == network.network_address else "broadcast"
+        raise ValidationError("ip", f"{spec.ip} is the {which} address of {network}, not a host address")
+    if spec.gateway is None:
+        return
     if ipaddress.IPv4Address(spec.gateway) not in network:
         raise ValidationError("gateway", f"{spec.gateway} is not in the host's network {network}")
+    if spec.gateway == spec.ip:
+        raise ValidationError("gateway", f"{spec.gateway} is the host's own address")
 
 
 def _nics(data: Mapping[str, Any]) -> tuple[Nic, ...]:
-    if "nics" in data and "macs" in data:
+    if _given(data, "nics") and _given(data, "macs"):
         raise ValidationError("macs", "give nics or macs, not both")
-    if "macs" in data:
+    if _given(data, "macs"):
         raw: list[Any] = [{"mac": m} for m in fields.string_list(data["macs"], "macs")]
         if raw:
             raw[0]["primary"] = True
@@ -143,7 +171,7 @@ def _nics(data: Mapping[str, Any]) -> tuple[Nic, ...]:
         nics.append(
             Nic(
                 mac=fields.mac(item.get("mac"), f"{where}.mac"),
-                name=_optional(item.get("name"), lambda v: fields.name(v, f"{where}.name")),
+                name=_optional(item.get("name"), lambda v: fields.name(v, f"{where}.name", NIC_NAME_LENGTH)),
                 primary=fields.boolean(item.get("primary", False), f"{where}.primary"),
             )
         )

@@ -12,11 +12,15 @@ CSV columns (one host per line; empty cells mean "not set")::
 
 ``macs`` is ``eth0=52:54:00:00:00:01;eth1=52:54:00:00:00:02`` (the first is
 primary; names optional), ``dns`` and ``groups`` are ``;``-separated,
-``disks`` is ``sda:480;sdb:4000`` (GB), ``variables`` is a JSON object.
+``disks`` is ``sda:480;sdb:4000`` (GB) or, when a disk has a model, a JSON
+list of ``{name, size_gb, model}``; ``variables`` is a JSON object. Errors
+name the field as the host document does (``nics[1].mac``, ``bmc.port``).
 ``bmc_password`` is never exported; left empty on import it keeps the stored one.
 
 YAML: a list of host documents (see :mod:`provisiond.inventory.schema`), or a
-mapping with ``groups:`` and ``hosts:`` lists.
+mapping with ``groups:`` and ``hosts:`` lists. Only plain decimal numbers are
+numbers: YAML 1.1 would read an unquoted ``52:54:00:00:00:01`` as a base-60
+integer and a serial number ``00123`` as octal 83; here both stay text.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Iterable
+import re
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +38,7 @@ import yaml
 from provisiond.errors import ValidationError
 from provisiond.inventory.groups import GroupSpec, parse_group
 from provisiond.inventory.hosts import ImportRow
-from provisiond.inventory.records import HostRecord
+from provisiond.inventory.records import Disk, HostRecord
 from provisiond.inventory.schema import host_to_dict, parse_host
 
 CSV_COLUMNS = (
@@ -41,6 +46,27 @@ CSV_COLUMNS = (
     "manufacturer model cpus memory_mib disks profile os owner groups site rack protected variables"
 ).split()
 FORMATS = ("yaml", "csv", "json")
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, except that an unquoted scalar is a number only when it
+    is written as a plain decimal; base 60, octal, hex, ``1_000`` or leading
+    zeros stay text, exactly as written."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass(frozen=True)
@@ -70,26 +96,50 @@ def parse_import(text: str, filename: str, fmt: str, profiles: Collection[str]) 
 
 
 def _parse_csv(text: str, filename: str, profiles: Collection[str]) -> Iterable[ImportRow]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="__extra__")
-    if not reader.fieldnames:
-        raise ValidationError("header", "the CSV file is empty; the first line names the columns", f"{filename}:1")
-    header = [name.strip() for name in reader.fieldnames]
-    for column in header:
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.DictReader(iter(lines), restkey="__extra__")
+    try:
+        if not reader.fieldnames:
+            raise ValidationError("header", "the CSV file is empty; the first line names the columns",
+                                  f"{filename}:1")
+        header = _csv_header(reader.fieldnames, f"{filename}:1")
+        reader.fieldnames = header
+        for row, line in _csv_records(reader, lines):
+            location = f"{filename}:{line}"
+            if row.get("__extra__"):
+                raise ValidationError("row", f"{len(header) + len(row['__extra__'])} cells for {len(header)} columns",
+                                      location)
+            try:
+                spec, password = parse_host(csv_row_to_document(row), profiles)
+            except ValidationError as exc:
+                raise exc.at(location) from None
+            yield ImportRow(spec, password, location)
+    except csv.Error as exc:
+        raise ValidationError("file", f"not valid CSV: {exc}", f"{filename}:{reader.line_num}") from None
+
+
+def _csv_header(fieldnames: Iterable[str], location: str) -> list[str]:
+    header = [name.strip() for name in fieldnames]
+    for index, column in enumerate(header):
         if column not in CSV_COLUMNS:
-            raise ValidationError(column, f"unknown column (known: {', '.join(CSV_COLUMNS)})", f"{filename}:1")
+            raise ValidationError(column, f"unknown column (known: {', '.join(CSV_COLUMNS)})", location)
+        if column in header[:index]:
+            raise ValidationError(column, "the column is named twice", location)
     if "serial" not in header:
-        raise ValidationError("serial", "the CSV file needs a serial column", f"{filename}:1")
-    reader.fieldnames = header
+        raise ValidationError("serial", "the CSV file needs a serial column", location)
+    return header
+
+
+def _csv_records(reader: csv.DictReader[str], lines: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each row with the line it starts on (a quoted cell may span lines;
+    ``reader.line_num`` is where the row ends)."""
+    end = reader.line_num
     for row in reader:
-        location = f"{filename}:{reader.line_num}"
-        if row.get("__extra__"):
-            raise ValidationError("row", f"{len(header) + len(row['__extra__'])} cells for {len(header)} columns",
-                                  location)
-        try:
-            spec, password = parse_host(csv_row_to_document(row), profiles)
-        except ValidationError as exc:
-            raise exc.at(location) from None
-        yield ImportRow(spec, password, location)
+        start = end + 1
+        while start < reader.line_num and not lines[start - 1].strip():
+            start += 1  # blank lines the reader skipped
+        end = reader.line_num
+        yield row, start
 
 
 def csv_row_to_document(row: dict[str, str | None]) -> dict[str, Any]:
@@ -110,15 +160,35 @@ def csv_row_to_document(row: dict[str, str | None]) -> dict[str, Any]:
         bmc["password"] = cells["bmc_password"]
     if bmc:
         doc["bmc"] = bmc
-    hardware = {k: cells[k] for k in ("manufacturer", "model", "cpus", "memory_mib", "disks") if cells.get(k)}
+    hardware: dict[str, Any] = {
+        k: cells[k] for k in ("manufacturer", "model", "cpus", "memory_mib", "disks") if cells.get(k)
+    }
+    if hardware.get("disks", "").startswith("["):
+        hardware["disks"] = _json_cell(hardware["disks"], "hardware.disks", "a JSON list")
     if hardware:
         doc["hardware"] = hardware
     if cells.get("variables"):
-        try:
-            doc["variables"] = json.loads(cells["variables"])
-        except json.JSONDecodeError as exc:
-            raise ValidationError("variables", f"not a JSON object: {exc.msg}") from None
+        doc["variables"] = _json_cell(cells["variables"], "variables", "a JSON object")
     return doc
+
+
+def _json_cell(cell: str, field: str, expected: str) -> Any:
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(field, f"not {expected}: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ValidationError(field, f"not {expected}: nested too deeply") from None
+
+
+def _disks_cell(disks: tuple[Disk, ...] | None) -> str | None:
+    """``sda:480;sdb:4000``, or JSON when that would lose something (a
+    disk model, or an empty list, which means "expect no disks")."""
+    if disks is None:
+        return None
+    if not disks or any(d.model for d in disks):
+        return json.dumps([{"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in disks])
+    return ";".join(f"{d.name or ''}:{d.size_gb or ''}" for d in disks)
 
 
 def export_csv(records: Iterable[HostRecord]) -> str:
@@ -144,8 +214,7 @@ def export_csv(records: Iterable[HostRecord]) -> str:
             "model": record.model,
             "cpus": record.cpus,
             "memory_mib": record.memory_mib,
-            "disks": None if record.disks is None else ";".join(
-                f"{d.name or ''}:{d.size_gb or ''}" for d in record.disks),
+            "disks": _disks_cell(record.disks),
             "profile": record.profile,
             "os": record.os,
             "owner": record.owner,
@@ -163,7 +232,7 @@ def export_csv(records: Iterable[HostRecord]) -> str:
 
 
 def _parse_yaml(text: str, filename: str, profiles: Collection[str]) -> ParsedImport:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
         if root is None:
@@ -190,6 +259,8 @@ def _parse_yaml(text: str, filename: str, profiles: Collection[str]) -> ParsedIm
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ValidationError("file", f"not valid YAML: {getattr(exc, 'problem', exc)}", f"{filename}{line}") from None
+    except RecursionError:
+        raise ValidationError("file", "nested too deeply", filename) from None
     finally:
         loader.dispose()
 
@@ -207,13 +278,26 @@ def _located(parse: Any, node: yaml.Node, filename: str) -> Any:
     try:
         return parse(node)
     except ValidationError as exc:
-        line = node.start_mark.line + 1
+        raise exc.at(f"{filename}:{_field_line(node, exc.field)}") from None
+
+
+def _field_line(node: yaml.Node, field: str) -> int:
+    """The line of the deepest node on the path ``field`` (``nics[1].mac``)
+    that the document has; the document's own line if none."""
+    line = node.start_mark.line + 1
+    for part in (p for p in re.split(r"[.\[\]]", field) if p):
         if isinstance(node, yaml.MappingNode):
-            top = exc.field.split(".")[0].split("[")[0]
-            for key, _value in node.value:
-                if key.value == top:
-                    line = key.start_mark.line + 1
-        raise exc.at(f"{filename}:{line}") from None
+            names = ("nics", "macs") if part == "nics" else (part,)
+            match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value in names), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def export_yaml(records: Iterable[HostRecord], groups: list[dict[str, Any]] | None = None) -> str:
