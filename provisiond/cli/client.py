@@ -117,6 +117,14 @@ class ServerError(ApiError):
         return f"server error (HTTP {self.status}): {super()._describe(message)}"
 
 
+class InstallFailed(ClientError):
+    """The install being followed ended with the host FAILED (the reason is in the message)."""
+
+
+class WaitTimedOut(ClientError):
+    """``--timeout`` passed before the install being followed finished (the install goes on)."""
+
+
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidInput, 413: InvalidInput, 422: InvalidInput,
     401: Unauthorized, 403: Unauthorized,
@@ -299,6 +307,38 @@ class ApiClient:
 
     def get_profile(self, name: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/profiles/{_segment(name)}"))
+
+    # ----------------------------------------------------------------- the install lifecycle
+
+    def arm(self, serial: str, force: bool = False) -> dict[str, Any]:
+        return dict(self.json("POST", f"/hosts/{_segment(serial)}/install", json={"force": force}))
+
+    def cancel(self, serial: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/hosts/{_segment(serial)}/cancel"))
+
+    def get_install(self, serial: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/hosts/{_segment(serial)}/install"))
+
+    def events(self, serial: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The host's events after the event ``since``, oldest first (one page)."""
+        body = self.json("GET", f"/hosts/{_segment(serial)}/events", params={"since": since, "limit": limit})
+        return list(body["events"])
+
+    def all_events(self, serial: str, since: int = 0, page: int = 1000) -> list[dict[str, Any]]:
+        """Every event after ``since``, page by page."""
+        result: list[dict[str, Any]] = []
+        while True:
+            batch = self.events(serial, since, page)
+            result.extend(batch)
+            if len(batch) < page:
+                return result
+            since = int(batch[-1]["id"])
+
+    def queue(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/queue"))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/status"))
 
 
 def _segment(value: str) -> str:

@@ -20,11 +20,13 @@ from provisiond.cli.client import (
     ClientError,
     ConfigurationError,
     Conflict,
+    InstallFailed,
     InvalidInput,
     MissingToken,
     NotFound,
     Unauthorized,
     Unreachable,
+    WaitTimedOut,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +43,8 @@ class ExitStatus(IntEnum):
     INVALID = 5  # 400/413: the server rejected the input
     UNAUTHORIZED = 6  # 401: no token, or a bad one
     UNREACHABLE = 7  # connection refused, DNS failure, timeout
+    INSTALL_FAILED = 8  # the install being followed ended with the host FAILED
+    TIMED_OUT = 9  # --timeout passed before the install being followed finished
 
 
 #: Most specific first; anything else is ERROR.
@@ -52,6 +56,8 @@ _EXIT_STATUSES: tuple[tuple[type[ClientError], ExitStatus], ...] = (
     (MissingToken, ExitStatus.UNAUTHORIZED),
     (Unreachable, ExitStatus.UNREACHABLE),
     (ConfigurationError, ExitStatus.USAGE),
+    (InstallFailed, ExitStatus.INSTALL_FAILED),
+    (WaitTimedOut, ExitStatus.TIMED_OUT),
 )
 
 
@@ -91,6 +97,13 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     for row in [list(headers), *cells]:
         click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+
+
+def echo_fields(fields: Sequence[tuple[str, Any]], err: bool = False) -> None:
+    """``label  value`` lines, the values aligned; an empty value shows as ``-``."""
+    width = max((len(label) for label, _ in fields), default=0)
+    for label, value in fields:
+        click.echo(f"{label.ljust(width)}  {_cell(value)}".rstrip(), err=err)
 
 
 def _cell(value: Any) -> str:

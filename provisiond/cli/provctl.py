@@ -1,9 +1,11 @@
 """``provctl``: the command-line client of provisiond's admin API.
 
 One module per command group (:mod:`~provisiond.cli.hosts`,
-:mod:`~provisiond.cli.groups`, :mod:`~provisiond.cli.profiles`), each
-registered here. The context object is a :class:`~provisiond.cli.client.Connection`
-that builds the :class:`~provisiond.cli.client.ApiClient` on first use.
+:mod:`~provisiond.cli.groups`, :mod:`~provisiond.cli.profiles`) or set of
+commands (:mod:`~provisiond.cli.install`: install, cancel, log, status,
+queue), each registered here. The context object is a
+:class:`~provisiond.cli.client.Connection` that builds the
+:class:`~provisiond.cli.client.ApiClient` on first use.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import click
 from provisiond.cli.client import DEFAULT_CONFIG, DEFAULT_URL, ClientError, Connection
 from provisiond.cli.groups import groups
 from provisiond.cli.hosts import hosts
+from provisiond.cli.install import cancel, install, log, queue, status
 from provisiond.cli.output import report
 from provisiond.cli.profiles import profiles
 
@@ -43,7 +46,7 @@ class ProvctlGroup(click.Group):
 @click.version_option(package_name="provisiond", prog_name="provctl")
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None, config_file: str | None, timeout: float) -> None:
-    """provctl: manage provisiond's hosts, groups and profiles.
+    """provctl: manage provisiond's hosts, groups, profiles and installs.
 
     The server and token come from --url/--token, else PROVISIOND_URL and
     PROVISIOND_TOKEN, else the config file, else http://127.0.0.1:8080.
@@ -61,6 +64,8 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
       5  invalid: the server rejected the input (the field is named)
       6  unauthorized: no token, or a bad one
       7  unreachable: cannot reach the server (refused, no such name, timeout)
+      8  install failed: the install being followed ended failed (the reason is printed)
+      9  timed out waiting: --timeout passed before the install ended (it goes on)
     """
     connection = Connection(url=url, token=token, config_file=config_file, timeout=timeout)
     ctx.obj = connection
@@ -70,6 +75,8 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
 main.add_command(hosts)
 main.add_command(groups)
 main.add_command(profiles)
+for command in (install, cancel, log, status, queue):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     provisiond demo             sample profiles + hosts, an admin token, then serve
     provisiond db upgrade       apply schema migrations
     provisiond tokens create N  print a new admin API token (stored hashed)
+    provisiond bootloaders install  copy pxelinux/iPXE from Debian's packages into pxelinux_dir
 """
 
 from __future__ import annotations
@@ -134,6 +135,44 @@ def secrets_rotate(settings: Settings) -> None:
         for host in hosts:
             host.bmc_secret = svc.vault.rotate(host.bmc_secret)
     click.echo(f"re-encrypted {len(hosts)} BMC secret(s) with {settings.secret_key_file}")
+
+
+@main.group()
+def bootloaders() -> None:
+    """Boot loader binaries in the TFTP root (pxelinux_dir)."""
+
+
+@bootloaders.command("install")
+@click.option("--from", "system_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default="/",
+              show_default=True, help="Filesystem root the Debian packages are installed under.")
+@click.pass_obj
+def bootloaders_install(settings: Settings, system_root: Path) -> None:
+    """Copy pxelinux, its modules and iPXE from Debian's packages (pxelinux,
+    syslinux-common, ipxe) into pxelinux_dir. Nothing is copied unless every
+    required file is there."""
+    from provisiond.netboot.bootloaders import Outcome, install
+
+    copied = install(settings.pxelinux_dir, system_root=system_root)
+    for item in copied:
+        if item.outcome != Outcome.UNCHANGED:
+            click.echo(f"{item.outcome}\t{item.name}\t(from {item.source}, package {item.package})")
+    changed = sum(item.outcome != Outcome.UNCHANGED for item in copied)
+    click.echo(f"{changed} of {len(copied)} boot loader file(s) written to {settings.pxelinux_dir}")
+
+
+@bootloaders.command("status")
+@click.pass_obj
+def bootloaders_status(settings: Settings) -> None:
+    """Show which required boot loader files pxelinux_dir holds."""
+    from provisiond.netboot.bootloaders import status
+
+    missing = 0
+    for source, name, present in status(settings.pxelinux_dir):
+        missing += not present
+        click.echo(f"{'ok' if present else 'MISSING'}\t{name}\t(package {source.package})")
+    if missing:
+        raise click.ClickException(f"{missing} file(s) missing from {settings.pxelinux_dir}: "
+                                   "run `provisiond bootloaders install`")
 
 
 @main.command()
