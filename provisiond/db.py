@@ -6,7 +6,9 @@ opens one per request, daemons one per unit of work.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,12 +74,33 @@ class Database:
         writer = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         self.reader: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.writer: sessionmaker[Session] = sessionmaker(writer, expire_on_commit=False)
+        database = make_url(self.url).database if self.is_sqlite else None
+        self._write_lock = f"{database}.writelock" if database and database != ":memory:" else None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: committed if the block succeeds, else rolled back."""
-        with self.writer() as session, session.begin():
+        with self._sqlite_writer_turn(), self.writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _sqlite_writer_turn(self) -> Iterator[None]:
+        """On SQLite, writers of every process queue on a blocking file lock.
+
+        SQLite's own busy handler polls with sleeps of up to 100 ms, so under
+        contention a writer waits far longer than the lock is held; a blocking
+        ``flock`` hands the turn over the moment the holder commits. The lock
+        is per open file, so threads of one process queue too.
+        """
+        if self._write_lock is None:
+            yield
+            return
+        fd = os.open(self._write_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     @contextmanager
     def read(self) -> Iterator[Session]:

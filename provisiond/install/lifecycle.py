@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from provisiond import models
 from provisiond.db import on_commit
@@ -54,6 +54,11 @@ class Protected(Conflict):
     """The host is protected or in service; arming it needs force."""
 
     code = "protected"
+
+
+#: Built once: every installer request starts with this lookup.
+_INSTALL_BY_TOKEN = (select(models.Install).options(joinedload(models.Install.host))
+                     .where(models.Install.token_hash == bindparam("token_hash")))
 
 
 def hash_token(token: str) -> str:
@@ -114,7 +119,7 @@ class Lifecycle:
     def find_install(self, session: Session, token: str, now: dt.datetime, *,
                      finished_ok: bool = False) -> models.Install:
         """The install a token belongs to. Anything wrong is a bare 404."""
-        install = session.scalar(select(models.Install).where(models.Install.token_hash == hash_token(token)))
+        install = session.scalar(_INSTALL_BY_TOKEN, {"token_hash": hash_token(token)})
         if install is None:
             raise NotFound("not found")
         if install.active and install.expires_at > now:
@@ -160,10 +165,12 @@ class Lifecycle:
             _event(session, host.id, install.id, "hardware", message, now, data)
         return verdict
 
-    def request_slot(self, session: Session, install: models.Install, now: dt.datetime) -> slots.SlotDecision:
+    def request_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision:
+        """Grant a slot or queue the installer. Decided under the cap's lock,
+        on the host's state as read after taking it."""
         slots.lock_slots(session)
+        install = self.find_install(session, token, now)
         host = install.host
-        session.refresh(host)  # decide on the state as of holding the lock
         state = HostState(host.state)
         if state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
@@ -177,7 +184,7 @@ class Lifecycle:
             install.slot_granted_at = now
             install.expires_at = now + self.install_timeout
             self._move(session, host, install, {state}, HostState.INSTALLING, None, "slot",
-                       f"install slot granted ({slots.installing_count(session) + 1} of {self.limits.cap} in use); "
+                       f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
                        f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
         elif state == HostState.VERIFYING:
             self._move(session, host, install, {state}, HostState.QUEUED, None, "slot", decision.message, now,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from typing import Any
+
+from sqlalchemy import Boolean, Integer, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from provisiond import models
@@ -34,6 +36,7 @@ class SlotDecision:
     position: int = 0  # 1-based place in the queue when not granted
     retry_after: int = 0
     message: str = ""
+    in_use: int = 0  # slots in use once granted
 
 
 def lock_slots(session: Session) -> None:
@@ -68,22 +71,22 @@ def _full_groups(session: Session, host_id: int) -> list[tuple[str, int]]:
     return full
 
 
-def waiting_ahead(session: Session, install: models.Install, now: dt.datetime, stale_seconds: int) -> int:
-    """Live waiters that asked before this one (first come, first served)."""
-    assert install.queued_at is not None
-    fresh = now - dt.timedelta(seconds=stale_seconds)
-    return int(session.scalar(
-        select(func.count()).select_from(models.Install)
-        .join(models.Host, models.Host.id == models.Install.host_id)
-        .where(
-            models.Install.active.is_(True),
-            models.Host.state == HostState.QUEUED.value,
-            models.Install.id != install.id,
-            models.Install.last_seen_at >= fresh,
-            (models.Install.queued_at < install.queued_at)
-            | ((models.Install.queued_at == install.queued_at) & (models.Install.id < install.id)),
-        )
-    ) or 0)
+#: Slots in use, live waiters ahead of this one (first come, first served),
+#: and whether a group of the host has its own cap: one round trip, built once
+#: (this runs under the cap's lock on every poll of every waiting installer).
+_DECISION = text("""
+    SELECT
+      (SELECT count(*) FROM hosts WHERE state = 'installing'),
+      (SELECT count(*) FROM installs i JOIN hosts h ON h.id = i.host_id
+        WHERE i.active = :yes AND h.state = 'queued' AND i.id <> :install_id
+          AND i.last_seen_at >= :fresh
+          AND (i.queued_at < :queued_at OR (i.queued_at = :queued_at AND i.id < :install_id))),
+      (SELECT count(*) FROM host_groups hg JOIN groups g ON g.id = hg.group_id
+        WHERE hg.host_id = :host_id AND g.install_cap IS NOT NULL)
+""").bindparams(
+    bindparam("yes", type_=Boolean()), bindparam("install_id", type_=Integer()), bindparam("host_id", type_=Integer()),
+    bindparam("fresh", type_=models.UtcDateTime()), bindparam("queued_at", type_=models.UtcDateTime()),
+)
 
 
 def retry_after(position: int, limits: Limits) -> int:
@@ -94,19 +97,22 @@ def retry_after(position: int, limits: Limits) -> int:
 
 def decide(session: Session, install: models.Install, now: dt.datetime, limits: Limits) -> SlotDecision:
     """Grant a slot, or say where in the queue the installer stands."""
-    in_use = installing_count(session)
-    ahead = waiting_ahead(session, install, now, limits.stale_seconds)
+    assert install.queued_at is not None
+    in_use, ahead, capped = session.execute(_DECISION, {
+        "yes": True, "install_id": install.id, "host_id": install.host_id, "queued_at": install.queued_at,
+        "fresh": now - dt.timedelta(seconds=limits.stale_seconds),
+    }).one()
     position = ahead + 1
     retry = retry_after(position, limits)
     if in_use + ahead >= limits.cap:
         return SlotDecision(False, position, retry,
                             f"concurrent install limit {limits.cap} reached: position {position}, retry in {retry} s")
-    full = _full_groups(session, install.host_id)
+    full = _full_groups(session, install.host_id) if capped else []
     if full:
         name, cap = full[0]
         return SlotDecision(False, position, retry,
                             f"install limit {cap} of group {name} reached: position {position}, retry in {retry} s")
-    return SlotDecision(True)
+    return SlotDecision(True, in_use=in_use + 1)
 
 
 def queue(session: Session, now: dt.datetime, stale_seconds: int) -> list[tuple[str, dt.datetime, bool]]:

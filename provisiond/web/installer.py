@@ -20,7 +20,7 @@ from provisiond.kickstart.composer import InstallContext
 from provisiond.models import utcnow
 from provisiond.web import services
 from provisiond.web.auth import self_authenticating
-from provisiond.web.bodies import json_body
+from provisiond.web.bodies import json_body, raw_body
 
 bp = Blueprint("installer", __name__, url_prefix="/install/<token>")
 
@@ -71,10 +71,9 @@ def pre_report(token: str) -> Response:
 def slot(token: str) -> Response:
     svc = services()
     now = utcnow()
+    raw_body(_limit())  # no body is needed; an oversized one is still refused
     with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)
-        json_body(_limit(), required=False)
-        decision = svc.lifecycle.request_slot(session, install, now)
+        decision = svc.lifecycle.request_slot(session, token, now)
     if decision.granted:
         return _answer(200, "install slot granted", status="granted")
     response = _answer(429, decision.message, error="install_cap", position=decision.position,
