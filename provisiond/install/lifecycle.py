@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Boolean, Integer, String, bindparam, column, select, text, update
 from sqlalchemy.orm import Session, joinedload
 
 from provisiond import models
@@ -59,6 +59,20 @@ class Protected(Conflict):
 #: Built once: every installer request starts with this lookup.
 _INSTALL_BY_TOKEN = (select(models.Install).options(joinedload(models.Install.host))
                      .where(models.Install.token_hash == bindparam("token_hash")))
+
+
+#: The slot poll's view of an install (see ``Lifecycle.request_slot``).
+_WAITER_BY_TOKEN = text("""
+    SELECT i.id, i.host_id, i.active, i.expires_at, i.queued_at, h.state, h.serial
+    FROM installs i JOIN hosts h ON h.id = i.host_id WHERE i.token_hash = :token_hash
+""").columns(
+    column("id", Integer()), column("host_id", Integer()), column("active", Boolean()),
+    column("expires_at", models.UtcDateTime()), column("queued_at", models.UtcDateTime()),
+    column("state", String()), column("serial", String()),
+)
+_TOUCH_WAITER = text(
+    "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now) WHERE id = :install_id"
+).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("install_id", type_=Integer()))
 
 
 def hash_token(token: str) -> str:
@@ -167,29 +181,43 @@ class Lifecycle:
 
     def request_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision:
         """Grant a slot or queue the installer. Decided under the cap's lock,
-        on the host's state as read after taking it."""
+        on the state as read after taking it.
+
+        Every waiting installer polls this, so the common answer ("still
+        waiting") takes three prebuilt statements and no ORM unit of work;
+        objects are loaded only when the host changes state.
+        """
         slots.lock_slots(session)
-        install = self.find_install(session, token, now)
-        host = install.host
-        state = HostState(host.state)
+        row = session.execute(_WAITER_BY_TOKEN, {"token_hash": hash_token(token)}).first()
+        if row is None or not row.active or row.expires_at <= now:
+            raise NotFound("not found")
+        state = HostState(row.state)
         if state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
         if state not in (HostState.VERIFYING, HostState.QUEUED):
-            raise IllegalTransition(f"host {host.serial} is {state}; a slot is requested after the hardware report")
-        install.last_seen_at = now
-        if install.queued_at is None:
-            install.queued_at = now
-        decision = slots.decide(session, install, now, self.limits)
+            raise IllegalTransition(f"host {row.serial} is {state}; a slot is requested after the hardware report")
+        session.execute(_TOUCH_WAITER, {"install_id": row.id, "now": now})
+        waiter = slots.Waiter(row.id, row.host_id, row.queued_at or now)
+        decision = slots.decide(session, waiter, now, self.limits)
         if decision.granted:
+            install = self._loaded_install(session, row.id)
             install.slot_granted_at = now
             install.expires_at = now + self.install_timeout
-            self._move(session, host, install, {state}, HostState.INSTALLING, None, "slot",
+            self._move(session, install.host, install, {state}, HostState.INSTALLING, None, "slot",
                        f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
                        f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
         elif state == HostState.VERIFYING:
-            self._move(session, host, install, {state}, HostState.QUEUED, None, "slot", decision.message, now,
-                       {"position": decision.position})
+            install = self._loaded_install(session, row.id)
+            self._move(session, install.host, install, {state}, HostState.QUEUED, None, "slot", decision.message,
+                       now, {"position": decision.position})
         return decision
+
+    @staticmethod
+    def _loaded_install(session: Session, install_id: int) -> models.Install:
+        install = session.get(models.Install, install_id, options=[joinedload(models.Install.host)],
+                              populate_existing=True)
+        assert install is not None
+        return install
 
     def progress(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
         _event(session, install.host_id, install.id, "progress", message, now)

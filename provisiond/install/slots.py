@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from typing import Any
-
 from sqlalchemy import Boolean, Integer, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
@@ -95,11 +93,19 @@ def retry_after(position: int, limits: Limits) -> int:
     return min(limits.retry_seconds, 1 + (position - 1) * limits.retry_seconds // max(limits.cap, 1))
 
 
-def decide(session: Session, install: models.Install, now: dt.datetime, limits: Limits) -> SlotDecision:
+@dataclass(frozen=True)
+class Waiter:
+    """What a decision needs to know about the asking install."""
+
+    install_id: int
+    host_id: int
+    queued_at: dt.datetime
+
+
+def decide(session: Session, waiter: Waiter, now: dt.datetime, limits: Limits) -> SlotDecision:
     """Grant a slot, or say where in the queue the installer stands."""
-    assert install.queued_at is not None
     in_use, ahead, capped = session.execute(_DECISION, {
-        "yes": True, "install_id": install.id, "host_id": install.host_id, "queued_at": install.queued_at,
+        "yes": True, "install_id": waiter.install_id, "host_id": waiter.host_id, "queued_at": waiter.queued_at,
         "fresh": now - dt.timedelta(seconds=limits.stale_seconds),
     }).one()
     position = ahead + 1
@@ -107,7 +113,7 @@ def decide(session: Session, install: models.Install, now: dt.datetime, limits: 
     if in_use + ahead >= limits.cap:
         return SlotDecision(False, position, retry,
                             f"concurrent install limit {limits.cap} reached: position {position}, retry in {retry} s")
-    full = _full_groups(session, install.host_id) if capped else []
+    full = _full_groups(session, waiter.host_id) if capped else []
     if full:
         name, cap = full[0]
         return SlotDecision(False, position, retry,
