@@ -50,13 +50,14 @@ def show_group(api: ApiClient, name: str, as_json: bool) -> None:
               help="Variables of a higher-priority group win over a lower one's.")
 @click.option("--description", default="", help="What the group is.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP)
+@click.option("--install-cap", type=int, help="At most this many of its hosts install at once (a rack's uplink).")
 @json_option
 @pass_api
 def add_group(api: ApiClient, name: str, priority: int, description: str, variables: tuple[str, ...],
-              as_json: bool) -> None:
+              install_cap: int | None, as_json: bool) -> None:
     """Create the group NAME."""
     group = api.create_group({"name": name, "priority": priority, "description": description,
-                              "variables": parse_assignments(variables)})
+                              "variables": parse_assignments(variables), "install_cap": install_cap})
     if as_json:
         echo_json(group)
     else:
@@ -70,13 +71,16 @@ def add_group(api: ApiClient, name: str, priority: int, description: str, variab
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
               help="Set a variable (others are kept; VALUE read as YAML); repeatable.")
 @click.option("--unset-var", "unset", multiple=True, metavar="NAME", help="Remove a variable; repeatable.")
+@click.option("--install-cap", type=int, help="New per-group install cap (0 removes it).")
 @json_option
 @pass_api
 def edit_group(api: ApiClient, name: str, priority: int | None, description: str | None,
-               variables: tuple[str, ...], unset: tuple[str, ...], as_json: bool) -> None:
+               variables: tuple[str, ...], unset: tuple[str, ...], install_cap: int | None, as_json: bool) -> None:
     """Change the group NAME; what is not mentioned is kept."""
     changes: dict[str, Any] = {k: v for k, v in (("priority", priority), ("description", description))
                                if v is not None}
+    if install_cap is not None:
+        changes["install_cap"] = install_cap or None
     if variables or unset:
         current = dict(api.get_group(name)["variables"])
         for key in unset:
@@ -85,7 +89,8 @@ def edit_group(api: ApiClient, name: str, priority: int | None, description: str
             del current[key]
         changes["variables"] = {**current, **parse_assignments(variables)}
     if not changes:
-        raise click.UsageError("nothing to change: give --priority, --description, --var or --unset-var")
+        raise click.UsageError("nothing to change: give --priority, --description, --var, --unset-var "
+                               "or --install-cap")
     group = api.patch_group(name, changes)
     if as_json:
         echo_json(group)

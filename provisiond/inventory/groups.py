@@ -13,7 +13,7 @@ from provisiond import models
 from provisiond.errors import Conflict, NotFound, ValidationError
 from provisiond.inventory import fields
 
-GROUP_KEYS = frozenset({"name", "description", "priority", "variables"})
+GROUP_KEYS = frozenset({"name", "description", "priority", "variables", "install_cap"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class GroupSpec:
     description: str
     priority: int
     variables: dict[str, Any]
+    #: At most this many of the group's hosts install at once (None: no own cap).
+    install_cap: int | None = None
 
 
 def parse_group(data: Mapping[str, Any]) -> GroupSpec:
@@ -35,6 +37,8 @@ def parse_group(data: Mapping[str, Any]) -> GroupSpec:
         description=fields.text(data.get("description"), "description", 1024) or "",
         priority=fields.integer(data.get("priority", 0), "priority", -1000, 1000),
         variables=fields.variables(data.get("variables")),
+        install_cap=None if data.get("install_cap") in (None, "") else
+        fields.integer(data["install_cap"], "install_cap", 1, 100_000),
     )
 
 
@@ -44,6 +48,7 @@ def group_to_dict(group: models.Group, host_count: int | None = None) -> dict[st
         "description": group.description,
         "priority": group.priority,
         "variables": dict(group.variables),
+        "install_cap": group.install_cap,
     }
     if host_count is not None:
         body["hosts"] = host_count
@@ -74,6 +79,7 @@ def create_group(session: Session, spec: GroupSpec) -> models.Group:
     if session.scalar(select(models.Group.id).where(models.Group.name == spec.name)) is not None:
         raise Conflict(f"a group named {spec.name!r} already exists", field="name")
     group = models.Group(name=spec.name, description=spec.description, priority=spec.priority,
+                         install_cap=spec.install_cap,
                          variables=spec.variables)
     session.add(group)
     session.flush()
@@ -87,6 +93,7 @@ def update_group(session: Session, name: str, spec: GroupSpec) -> models.Group:
     group.description = spec.description
     group.priority = spec.priority
     group.variables = spec.variables
+    group.install_cap = spec.install_cap
     return group
 
 

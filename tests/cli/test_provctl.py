@@ -229,7 +229,8 @@ def test_groups(provctl, demo_data):
     provctl("groups", "add", "web", status=ExitStatus.CONFLICT)
     provctl("groups", "edit", "web", "--var", "workers=8", "--unset-var", "role", "--description", "front")
     group = json.loads(provctl("groups", "show", "web", "--json").stdout)
-    assert group == {"name": "web", "description": "front", "priority": 5, "variables": {"workers": 8}, "hosts": 0}
+    assert group == {"name": "web", "description": "front", "priority": 5, "variables": {"workers": 8},
+                     "install_cap": None, "hosts": 0}
     provctl("groups", "edit", "web", "--unset-var", "nope", status=ExitStatus.USAGE)
     provctl("groups", "edit", "web", "--priority", "5000", status=ExitStatus.INVALID)
     assert provctl("groups", "rm", "web").stdout == "deleted group web\n"

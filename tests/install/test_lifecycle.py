@@ -256,3 +256,32 @@ def test_install_view_never_shows_the_token(client, auth, demo_data, arm):
     assert body.status_code == 200
     assert body.get_json()["install"]["active"] is True
     assert token not in body.get_data(as_text=True)
+
+
+def test_group_cap_holds_a_rack_back(client, auth, demo_data, arm, services):
+    """A rack behind one uplink: its own cap of 1 while the global cap is 55."""
+    assert client.patch("/api/v1/groups/rack-a1", json={"install_cap": 1}, headers=auth).get_json()["install_cap"] == 1
+    first = arm(SN)
+    second = arm("SN-WEB-0001")  # also in rack-a1
+    install_through_slot = [
+        (first, matching_report()),
+        (second, {"serial": "SN-WEB-0001", "boot_mac": "52:54:00:00:00:01", "nics": [], "cpus": 4,
+                  "memory_mib": 8192}),
+    ]
+    answers = []
+    for token, report in install_through_slot:
+        client.get(f"/install/{token}/ks")
+        assert client.post(f"/install/{token}/pre-report", json=report).status_code == 200
+        answers.append(client.post(f"/install/{token}/slot"))
+    assert answers[0].status_code == 200
+    assert answers[1].status_code == 429
+    assert answers[1].get_json()["message"] == "install limit 1 of group rack-a1 reached: position 1, retry in 1 s"
+    client.post(f"/install/{first}/done")
+    assert client.post(f"/install/{second}/slot").status_code == 200
+
+
+@pytest.mark.parametrize("cap", [0, -1, "x"])
+def test_bad_group_cap(client, auth, demo_data, cap):
+    answer = client.patch("/api/v1/groups/rack-a1", json={"install_cap": cap}, headers=auth)
+    assert answer.status_code == 400
+    assert answer.get_json()["field"] == "install_cap"

@@ -20,10 +20,10 @@ def new_group(client, auth, **body):
 def test_create_show_list(client, auth):
     body = new_group(client, auth, name="rack-b2", description="Rack B2", priority=7, variables={"ntp": "10.2.0.1"})
     assert body == {"name": "rack-b2", "description": "Rack B2", "priority": 7, "variables": {"ntp": "10.2.0.1"},
-                    "hosts": 0}
+                    "install_cap": None, "hosts": 0}
     assert client.get("/api/v1/groups/rack-b2", headers=auth).get_json() == body
     assert new_group(client, auth, name="bare") == {"name": "bare", "description": "", "priority": 0,
-                                                    "variables": {}, "hosts": 0}
+                                                    "variables": {}, "install_cap": None, "hosts": 0}
 
 
 def test_list_is_ordered_by_priority_then_name_with_host_counts(client, auth):
@@ -72,7 +72,8 @@ def test_bad_group_is_400_and_changes_nothing(client, auth, snapshot, body, fiel
 def test_edit(client, auth, snapshot):
     new_group(client, auth, name="web", description="old", priority=1, variables={"a": 1})
     body = client.patch("/api/v1/groups/web", json={"priority": 20, "variables": {"b": 2}}, headers=auth).get_json()
-    assert body == {"name": "web", "description": "old", "priority": 20, "variables": {"b": 2}, "hosts": 0}
+    assert body == {"name": "web", "description": "old", "priority": 20, "variables": {"b": 2},
+                    "install_cap": None, "hosts": 0}
     before = snapshot()
     assert_error(client.patch("/api/v1/groups/web", json={"name": "www"}, headers=auth), 400, "name",
                  contains="renamed")
