@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--moderate", type=int, default=8, help="connections of the latency run (default 8)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -122,20 +123,24 @@ def main() -> None:
             script.write_text(LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens)})
             with common.Server(ws, workers=args.workers) as server:
                 server.wait_for("/healthz")
-                result = run_wrk(server.url, script, args.duration, args.installers, args.threads)
-            ok = result["rps"] >= 500 and result["p99_us"] < 50_000 and not result["other"]
-            rows.append([kind, f"**{result['rps']:,.0f}**", f"{result['p50_us'] / 1000:.1f}",
-                         f"**{result['p99_us'] / 1000:.1f}**", f"{result['max_us'] / 1000:.0f}",
-                         f"{result['granted']:,}", f"{result['waiting']:,}", result["other"] + result["socket_errors"],
-                         "yes" if ok else "NO"])
-            figures.append({"db": kind, **result})
+                for connections in (args.moderate, args.installers):  # the backlog of 500 would skew the next run
+                    result = run_wrk(server.url, script, args.duration, connections, args.threads)
+                    ok = result["rps"] >= 500 and result["p99_us"] < 50_000 and not result["other"]
+                    rows.append([kind, connections, f"**{result['rps']:,.0f}**", f"{result['p50_us'] / 1000:.1f}",
+                                 f"**{result['p99_us'] / 1000:.1f}**", f"{result['max_us'] / 1000:.0f}",
+                                 f"{result['granted']:,}", f"{result['waiting']:,}",
+                                 result["other"] + result["socket_errors"], "yes" if ok else "NO"])
+                    figures.append({"db": kind, "connections": connections, **result})
     common.report(
         f"POST /install/<token>/slot: {args.installers} installers, cap 55, gunicorn {args.workers} sync workers",
-        ["database", "decisions/s", "p50 ms", "p99 ms", "max ms", "200 granted", "429 waiting", "errors", "goal"],
+        ["database", "connections", "decisions/s", "p50 ms", "p99 ms", "max ms", "200 granted", "429 waiting",
+         "errors", "goal"],
         rows,
-        [f"wrk -t{args.threads} -c{args.installers} -d{args.duration}s; every request is one decision "
-         "taken under the cap's lock (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL). "
-         "wrk shares the 2 cores with the server."],
+        [f"wrk -t{args.threads} -d{args.duration}s with {args.installers} connections (every installer at "
+         f"once, no pause between requests) and with {args.moderate}; every request is one decision taken "
+         "under the cap's lock (BEGIN IMMEDIATE + flock on SQLite, an advisory lock on PostgreSQL). With "
+         "sync workers, latency under N closed-loop connections is about N / throughput: real installers "
+         "pause for Retry-After between polls. wrk shares the 2 cores with the server."],
     )
     common.dump_json(args.json, figures)
 

@@ -199,6 +199,8 @@ class Lifecycle:
         session.execute(_TOUCH_WAITER, {"install_id": row.id, "now": now})
         waiter = slots.Waiter(row.id, row.host_id, row.queued_at or now)
         decision = slots.decide(session, waiter, now, self.limits)
+        if decision.granted or state == HostState.VERIFYING:
+            slots.commit_durably(session)  # a state change: the commit must reach the disk
         if decision.granted:
             install = self._loaded_install(session, row.id)
             install.slot_granted_at = now

@@ -38,10 +38,20 @@ class SlotDecision:
 
 
 def lock_slots(session: Session) -> None:
-    """Serialise slot decisions for the rest of this transaction."""
+    """Serialise slot decisions for the rest of this transaction (SQLite: the
+    write transaction began IMMEDIATE and already holds the lock). On PostgreSQL
+    take the advisory lock, and let this transaction's commit skip
+    the WAL flush (one round trip for both): a poll that only records that a
+    waiter is still waiting loses nothing that matters in a crash. A poll
+    that changes a host's state must call :func:`commit_durably` first."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
-    # SQLite: the write transaction began IMMEDIATE and already holds the lock.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true)"),
+                        {"key": _ADVISORY_KEY})
+
+
+def commit_durably(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT set_config('synchronous_commit', 'on', true)"))
 
 
 def installing_count(session: Session) -> int:
