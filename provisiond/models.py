@@ -221,3 +221,28 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Lease(Base):
+    """A dynamic DHCP lease from a subnet's pool (full and relay mode).
+
+    Hosts in the data source keep their static address and need no row here.
+    One row per address: allocating is an INSERT (or a guarded UPDATE of an
+    expired row), so two netboot daemons sharing the database never hand
+    out the same address.
+    """
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ip: Mapped[str] = mapped_column(String(15), unique=True)
+    mac: Mapped[str] = mapped_column(String(17), index=True)
+    #: The configured subnet (CIDR) the address belongs to.
+    subnet: Mapped[str] = mapped_column(String(18))
+    state: Mapped[str] = mapped_column(String(16))  # offered, bound, released, declined
+    #: What the client called itself (option 12), for the operator.
+    client_hostname: Mapped[str | None] = mapped_column(String(253))
+    #: Offered: the hold on the offer; bound: the lease end; declined: the
+    #: end of the quarantine. The address is free after this time.
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
