@@ -14,6 +14,8 @@ passed to templates as values and never compiled as template code.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,7 +78,9 @@ class Composer:
 
     def variables(self, host: HostRecord, one_off: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The merged variables, lowest layer first: global < groups < profile < host < one-off."""
-        profile = self._profile(host)
+        return self._merged(host, self._profile(host), one_off)
+
+    def _merged(self, host: HostRecord, profile: Profile, one_off: Mapping[str, Any] | None) -> dict[str, Any]:
         merged: dict[str, Any] = dict(self.global_variables)
         for group in host.group_vars:  # already sorted by priority, lowest first
             merged.update(group.variables)
@@ -90,7 +94,10 @@ class Composer:
     def render(self, host: HostRecord, install: InstallContext,
                one_off: Mapping[str, Any] | None = None) -> str:
         profile = self._profile(host)
-        context = self.variables(host, one_off)
+        # One context for every fragment, Jinja's globals included, so that
+        # each fragment's context shares it instead of copying it.
+        context: dict[str, Any] = dict(self.env.globals)
+        context.update(self._merged(host, profile, one_off))
         context.update(host=host_context(host), profile=profile_context(profile),
                        install={"token": install.token, **install.urls})
         parts = [self._render_fragment(name, context) for name in profile.fragments]
@@ -111,7 +118,13 @@ class Composer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"syntax error: {exc.message}", fragment=name, line=exc.lineno) from None
         try:
-            return template.render(context)
+            try:
+                # template.render(context), without copying the context (it
+                # is only read: a fragment's own {% set %} lands in its Context).
+                return self.env.concat(  # type: ignore[attr-defined,no-any-return]
+                    template.root_render_func(template.new_context(context, shared=True)))
+            except Exception:
+                self.env.handle_exception()  # re-raised with template line numbers, as render() does
         except TemplateError as exc:
             raise TemplateError(exc.message, fragment=name, line=_template_line(exc.__traceback__, template))
         except jinja2.UndefinedError as exc:
@@ -143,7 +156,7 @@ def host_context(host: HostRecord) -> dict[str, Any]:
         "shortname": host.hostname.split(".")[0],
         "ip": host.ip,
         "prefix": host.prefix,
-        "netmask": host.netmask,
+        "netmask": None if host.prefix is None else _netmask(host.prefix),
         "gateway": host.gateway,
         "dns": list(host.dns),
         "primary_mac": host.primary_mac,
@@ -160,6 +173,11 @@ def host_context(host: HostRecord) -> dict[str, Any]:
         "site": host.site,
         "rack": host.rack,
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _netmask(prefix: int) -> str:
+    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask)
 
 
 def profile_context(profile: Profile) -> dict[str, Any]:
