@@ -179,11 +179,36 @@ def bootloaders_status(settings: Settings) -> None:
 @click.option("--host", "http_host", help="Address to listen on (default: setting http_host).")
 @click.option("--port", "http_port", type=int, help="Port to listen on (default: setting http_port).")
 @click.option("--workers", type=int, help="HTTP worker processes (default: setting http_workers).")
+@click.option("--no-netboot", is_flag=True, help="HTTP only: no DHCP/TFTP in this process.")
 @click.pass_obj
-def serve(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
-    """Migrate the database and serve HTTP (the admin API)."""
-    _ready(settings)
-    _run_http(settings, http_host, http_port, workers)
+def serve(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None,
+          no_netboot: bool) -> None:
+    """Migrate the database and serve everything: HTTP (admin API, installer
+    and boot endpoints) and DHCP/TFTP (`netboot`) when netboot_address names
+    this server's address on the boot network (and not --no-netboot)."""
+    svc = _ready(settings)
+    daemon = None
+    if not settings.netboot_address and not no_netboot:
+        logging.getLogger("provisiond").info("netboot off: set netboot_address to serve DHCP/TFTP on a segment")
+    if settings.netboot_address and not no_netboot:
+        from provisiond.netboot.daemon import NetbootDaemon
+
+        daemon = NetbootDaemon(svc)
+        daemon.start()  # threads in the master process; HTTP workers fork without them
+    try:
+        _run_http(settings, http_host, http_port, workers)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+
+
+@main.command()
+@click.pass_obj
+def netboot(settings: Settings) -> None:
+    """Serve DHCP (per dhcp_mode) and TFTP for one boot segment, until SIGTERM."""
+    from provisiond.netboot.daemon import run_until_signalled
+
+    run_until_signalled(_ready(settings))
 
 
 @main.command()

@@ -19,10 +19,12 @@ import os
 from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import NotFound as NoSuchFile
 from werkzeug.routing import PathConverter
 
 from provisiond.errors import NotFound
+from provisiond.netboot.paths import UnsafeName, resolve_inside
 from provisiond.web import services
 
 log = logging.getLogger("provisiond.web.boot")
@@ -39,41 +41,23 @@ class AnyPathConverter(PathConverter):
     part_isolating = False
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("bootpath", AnyPathConverter))
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("bootpath", AnyPathConverter)
 
 
 def resolve(root: Path, name: str) -> str:
     """The path of ``name`` relative to the real ``root``; else a logged 404.
 
     The result names the file the request will get, with every symlink
-    resolved, so that what is checked is what is served.
+    resolved, so that what is checked is what is served. The check itself
+    is :func:`provisiond.netboot.paths.resolve_inside`, shared with TFTP.
     """
-    reason = _unsafe(name)
-    if reason is None:
-        real_root = os.path.realpath(root)
-        target = os.path.realpath(os.path.join(real_root, name))
-        if target == real_root:
-            reason = "names the boot root itself"
-        elif os.path.commonpath([real_root, target]) != real_root:
-            reason = f"resolves outside the boot root (to {target})"
-        else:
-            return os.path.relpath(target, real_root)
-    log.warning("refused boot file request %r: %s", name, reason)
-    raise NotFound(f"no boot file {name!r}")
-
-
-def _unsafe(name: str) -> str | None:
-    if not name:
-        return "empty name"
-    if "\x00" in name:
-        return "NUL byte in the name"
-    if "\\" in name:
-        return "backslash in the name"
-    if name.startswith("/") or os.path.isabs(name):
-        return "absolute path"
-    if any(part == ".." for part in name.split("/")):
-        return "'..' segment in the name"
-    return None
+    try:
+        return resolve_inside(root, name)
+    except UnsafeName as refused:
+        log.warning("refused boot file request %r: %s", name, refused.reason)
+        raise NotFound(f"no boot file {name!r}") from None
 
 
 @bp.get("/boot/<bootpath:name>", merge_slashes=False)
