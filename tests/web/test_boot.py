@@ -180,7 +180,7 @@ def test_over_real_http(settings: Settings, boot_root: Path, boot_services: Serv
     """Through gunicorn, with raw request lines no client normalised."""
     from tests.conftest import LiveServer
 
-    boot_services.vault  # the key exists before the workers start
+    _ = boot_services.vault  # the key exists before the workers start
     monkeypatch.setenv("PROVISIOND_PXELINUX_DIR", str(boot_root))
     server = LiveServer(settings, workers=1)
     try:
