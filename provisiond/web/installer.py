@@ -9,15 +9,22 @@ sends ``Accept: text/plain`` (what the shell fragments print on the console).
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.orm import Session
 
 from provisiond.errors import ValidationError
 from provisiond.install.verify import parse_report
 from provisiond.inventory.hosts import to_record
 from provisiond.kickstart.composer import InstallContext
+from provisiond import models
 from provisiond.models import utcnow
+from provisiond.services import Services
 from provisiond.web import services
 from provisiond.web.auth import self_authenticating
 from provisiond.web.bodies import json_body, raw_body
@@ -39,27 +46,48 @@ def _limit() -> int:
     return services().settings.max_report_bytes
 
 
-@bp.get("/ks")
-@self_authenticating
-def kickstart(token: str) -> Response:
+@dataclass
+class _Call:
+    """One installer call: its install (found by token), session and time."""
+
+    svc: Services
+    session: Session
+    install: models.Install
+    now: dt.datetime
+
+
+@contextmanager
+def _install_call(token: str, finished_ok: bool = False) -> Iterator[_Call]:
+    """A write transaction on the token's install; a bad token is a bare 404
+    before the body is even read."""
     svc = services()
     now = utcnow()
     with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)
-        text = svc.composer.render(to_record(install.host), InstallContext(token, svc.settings.public_url))
-        svc.lifecycle.kickstart_fetched(session, install, now, request.remote_addr)
+        yield _Call(svc, session, svc.lifecycle.find_install(session, token, now, finished_ok=finished_ok), now)
+
+
+def _one_line(value: object, field: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > 1000 or (not allow_empty and not value.strip()):
+        raise ValidationError(field, "expected one line of text (at most 1000 characters)")
+    return value.strip()
+
+
+@bp.get("/ks")
+@self_authenticating
+def kickstart(token: str) -> Response:
+    with _install_call(token) as call:
+        context = InstallContext(token, call.svc.settings.public_url)
+        text = call.svc.composer.render(to_record(call.install.host), context)
+        call.svc.lifecycle.kickstart_fetched(call.session, call.install, call.now, request.remote_addr)
     return Response(text, mimetype="text/plain")
 
 
 @bp.post("/pre-report")
 @self_authenticating
 def pre_report(token: str) -> Response:
-    svc = services()
-    now = utcnow()
-    with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)  # a bad token is 404 before anything else
+    with _install_call(token) as call:
         report = parse_report(json_body(_limit()))
-        verdict = svc.lifecycle.report_hardware(session, install, report, now)
+        verdict = call.svc.lifecycle.report_hardware(call.session, call.install, report, call.now)
     if not verdict.ok:
         return _answer(409, "hardware does not match the data source: " + "; ".join(verdict.differences),
                        error="hw_mismatch", differences=list(verdict.differences))
@@ -85,26 +113,18 @@ def slot(token: str) -> Response:
 @bp.post("/progress")
 @self_authenticating
 def progress(token: str) -> Response:
-    svc = services()
-    now = utcnow()
-    with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)
-        message = json_body(_limit()).get("message")
-        if not isinstance(message, str) or not message.strip() or len(message) > 1000:
-            raise ValidationError("message", "expected one line of text (at most 1000 characters)")
-        svc.lifecycle.progress(session, install, message.strip(), now)
+    with _install_call(token) as call:
+        message = _one_line(json_body(_limit()).get("message"), "message")
+        call.svc.lifecycle.progress(call.session, call.install, message, call.now)
     return _answer(200, "noted")
 
 
 @bp.post("/done")
 @self_authenticating
 def done(token: str) -> Response:
-    svc = services()
-    now = utcnow()
-    with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now, finished_ok=True)
+    with _install_call(token, finished_ok=True) as call:
         json_body(_limit(), required=False)
-        first = svc.lifecycle.done(session, install, now)
+        first = call.svc.lifecycle.done(call.session, call.install, call.now)
     return _answer(200, "install recorded as done; the next boot is from the local disk" if first
                    else "install was already recorded as done", status="installed")
 
@@ -112,13 +132,8 @@ def done(token: str) -> Response:
 @bp.post("/failed")
 @self_authenticating
 def failed(token: str) -> Response:
-    svc = services()
-    now = utcnow()
-    with svc.db.write() as session:
-        install = svc.lifecycle.find_install(session, token, now)
+    with _install_call(token) as call:
         body = json_body(_limit(), required=False)
-        detail = body.get("message") or body.get("reason") or "no detail"
-        if not isinstance(detail, str) or len(detail) > 1000:
-            raise ValidationError("message", "expected text (at most 1000 characters)")
-        svc.lifecycle.failed(session, install, detail.strip(), now)
+        detail = _one_line(body.get("message") or body.get("reason") or "no detail", "message")
+        call.svc.lifecycle.failed(call.session, call.install, detail, call.now)
     return _answer(200, "failure recorded")
