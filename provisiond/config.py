@@ -41,6 +41,8 @@ class Settings:
     fragments_dir: Path = PROJECT_ROOT / "kickstart_fragments"
     pxelinux_dir: Path = PROJECT_ROOT / "pxelinux"
     hooks_dir: Path = PROJECT_ROOT / "hooks"
+    #: Templates of the per-MAC boot entries (pxelinux, GRUB, iPXE).
+    boot_templates_dir: Path = PROJECT_ROOT / "pxelinux" / "templates"
     #: Fernet key that encrypts BMC secrets; created (mode 0600) on first start.
     secret_key_file: Path = Path("data/secret.key")
     http_host: str = "127.0.0.1"

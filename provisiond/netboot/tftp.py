@@ -263,7 +263,7 @@ class EntryMaker:
     def __init__(self, services: Services) -> None:
         self.services = services
         settings = services.settings
-        self.renderer = EntryRenderer(settings.pxelinux_dir / "templates")
+        self.renderer = EntryRenderer(settings.boot_templates_dir)
         self.unknown = BootAction.LOCAL if settings.unknown_mac == "local" else BootAction.IGNORE
 
     def for_mac(self, name: str, loader: Loader, mac: str) -> Entry:
@@ -445,8 +445,9 @@ class TftpService:
             if not (self.root / name).is_file():
                 log.warning("boot file %s is not in %s: run `provisiond bootloaders install`", name, self.root)
         for loader in (Loader.PXELINUX, Loader.GRUB):
-            if not (self.root / "templates" / loader.value).is_file():
-                log.warning("template %s is not in %s: its entries will fail", loader.value, self.root / "templates")
+            if not (settings.boot_templates_dir / loader.value).is_file():
+                log.warning("template %s is not in %s: its entries will fail", loader.value,
+                            settings.boot_templates_dir)
 
     # -- the loop -----------------------------------------------------------
 

@@ -53,5 +53,5 @@ def script(mac: str) -> Response:
             entry = "installer entry" if plan.action == BootAction.INSTALL else "local boot"
             record_event(session, get_host(session, plan.serial).id, "ipxe",
                          f"iPXE: served the boot script to {request.remote_addr}: {entry} ({plan.reason})")
-    text = _renderer(str(svc.settings.pxelinux_dir / "templates")).render(plan, Loader.IPXE)
+    text = _renderer(str(svc.settings.boot_templates_dir)).render(plan, Loader.IPXE)
     return Response(text, mimetype="text/plain")

@@ -37,7 +37,8 @@ def root(tmp_path: Path) -> Path:
 
 
 def tftp_settings(base: Settings, root: Path, **overrides: Any) -> Settings:
-    return dataclasses.replace(base, pxelinux_dir=root, netboot_address="127.0.0.1", tftp_port=0, **overrides)
+    return dataclasses.replace(base, pxelinux_dir=root, boot_templates_dir=root / "templates",
+                               netboot_address="127.0.0.1", tftp_port=0, **overrides)
 
 
 @pytest.fixture
