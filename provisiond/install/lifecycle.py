@@ -149,8 +149,8 @@ class Lifecycle:
             self._move(session, host, install, {HostState.ARMED}, HostState.BOOTING, None, "kickstart",
                        f"installer fetched its kickstart (profile {install.profile}) from {client or 'unknown'}", now)
         else:
-            _event(session, host.id, install.id, "kickstart", f"installer fetched its kickstart again from {client}",
-                   now)
+            _event(session, host.id, install.id, "kickstart",
+                   f"installer fetched its kickstart again from {client or 'unknown'}", now)
 
     def report_hardware(self, session: Session, install: models.Install, report: HardwareReport,
                         now: dt.datetime) -> Verdict:
@@ -167,8 +167,8 @@ class Lifecycle:
                    now, {**data, "differences": list(verdict.differences)})
             self._fail(session, host, install, "hw_mismatch", "install halted in %pre: hardware does not match", now)
             return verdict
-        for column, value in verdict.learned.items():
-            setattr(host, column, value)
+        for attribute, value in verdict.learned.items():
+            setattr(host, attribute, value)
         learned = f"; learned {', '.join(sorted(verdict.learned))} from the report" if verdict.learned else ""
         message = (f"hardware matches the data source: serial {report.serial}, {report.cpus or '?'} CPUs, "
                    f"{report.memory_mib or '?'} MiB, {len(report.disks)} disk(s){learned}")

@@ -54,12 +54,6 @@ def commit_durably(session: Session) -> None:
         session.execute(text("SELECT set_config('synchronous_commit', 'on', true)"))
 
 
-def installing_count(session: Session) -> int:
-    return int(session.scalar(
-        select(func.count()).select_from(models.Host).where(models.Host.state == HostState.INSTALLING.value)
-    ) or 0)
-
-
 def _full_groups(session: Session, host_id: int) -> list[tuple[str, int]]:
     """The host's groups whose own install cap is reached."""
     capped = session.execute(
