@@ -198,24 +198,26 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not a database URL (e.g. postgresql://user@host/db)")
         return value.upper() if key == "log_level" else value
     if key == "dhcp_subnets":
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        value = _yaml_value(value, where)
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ConfigError(f"{where}: expected a list of subnet mappings (network, router, dns, pool)")
         return [dict(item) for item in value]
     if key == "variables":
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        value = _yaml_value(value, where)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{where}: expected a mapping of variable names to values")
         return dict(value)
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _yaml_value(value: Any, where: str) -> Any:
+    """A structured setting given as text (an environment variable) is YAML."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
 
 
 def _finish(settings: Settings, data_dir_given: bool, key_file_given: bool) -> Settings:

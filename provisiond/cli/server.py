@@ -196,7 +196,7 @@ def serve(settings: Settings, http_host: str | None, http_port: int | None, work
         daemon = NetbootDaemon(svc)
         daemon.start()  # threads in the master process; HTTP workers fork without them
     try:
-        _run_http(settings, http_host, http_port, workers)
+        _run_http(svc, http_host, http_port, workers)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -245,7 +245,7 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")
     click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
     if not no_serve:
-        _run_http(settings, http_host, http_port, None)
+        _run_http(svc, http_host, http_port, None)
 
 
 def _write_provctl_config(url: str, token: str) -> None:
@@ -269,11 +269,12 @@ def _ready(settings: Settings) -> Any:
     return svc
 
 
-def _run_http(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+def _run_http(svc: Any, host: str | None, port: int | None, workers: int | None) -> None:
+    settings = svc.settings
     from provisiond.install.reaper import Reaper
     from provisiond.web.server import run
 
-    reaper = Reaper(_services(settings), settings.reaper_interval_seconds)
+    reaper = Reaper(svc, settings.reaper_interval_seconds)
     reaper.start()  # in the master process; the HTTP workers fork without it
     try:
         run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)

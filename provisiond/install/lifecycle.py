@@ -123,7 +123,7 @@ class Lifecycle:
 
     def cancel(self, session: Session, serial: str, now: dt.datetime, by: str) -> None:
         host = get_host(session, serial)
-        install = _active_install(session, host.id)
+        install = active_install(session, host.id)
         if install is None:
             raise IllegalTransition(f"host {serial} has no install to cancel (it is {host.state})")
         self._fail(session, host, install, "cancelled", f"install cancelled by {by}", now)
@@ -300,14 +300,10 @@ def _protection(host: models.Host, state: HostState) -> str | None:
     return None
 
 
-def _active_install(session: Session, host_id: int) -> models.Install | None:
+def active_install(session: Session, host_id: int) -> models.Install | None:
     return session.scalar(
         select(models.Install).where(models.Install.host_id == host_id, models.Install.active.is_(True))
     )
-
-
-def active_install(session: Session, host_id: int) -> models.Install | None:
-    return _active_install(session, host_id)
 
 
 def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
