@@ -98,6 +98,24 @@ class Settings:
     tftp_max_transfers: int = 64
     tftp_timeout_seconds: int = 5
 
+    # -- power (the BMC worker in `provisiond serve` / `power-worker`) ---------
+    #: BMCs worked on at once.
+    power_workers: int = 16
+    #: How often the worker looks for queued operations (milliseconds).
+    power_poll_ms: int = 250
+    #: Milliseconds between the end of one command to a BMC and the next (0: none).
+    bmc_min_gap_ms: int = 200
+    #: Seconds one BMC command may take before it counts as unanswered.
+    bmc_timeout_seconds: int = 5
+    #: Seconds all attempts of one operation may take (retries back off exponentially).
+    bmc_budget_seconds: int = 30
+    #: Batch installs start one machine every this many milliseconds.
+    power_pace_ms: int = 500
+    #: Wake-on-LAN: send raw frames on this interface (empty: UDP to wol_broadcast).
+    wol_interface: str = ""
+    wol_broadcast: str = "255.255.255.255"
+    wol_port: int = 9
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -111,6 +129,7 @@ _POSITIVE_INT_KEYS = {
     "dhcp_port", "tftp_port", "tftp_max_transfers", "tftp_timeout_seconds",
     "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
     "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "reaper_interval_seconds",
+    "power_workers", "power_poll_ms", "bmc_timeout_seconds", "bmc_budget_seconds", "wol_port",
 }
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -183,7 +202,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_CHOICES[key]))}")
-        if key == "netboot_address" and value:
+        if key in ("netboot_address", "wol_broadcast") and value:
             import ipaddress
 
             try:

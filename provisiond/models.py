@@ -166,7 +166,9 @@ class PowerOperation(Base):
     """A queued out-of-band operation (boot device, power) for the power layer.
 
     BMC work never runs inside an HTTP request: requests queue it here and a
-    worker carries it out.
+    worker (:mod:`provisiond.power.worker`) carries it out. Only
+    :mod:`provisiond.power.queue` writes these rows. Operations on one BMC
+    (``bmc_key``) run one at a time, oldest first.
     """
 
     __tablename__ = "power_operations"
@@ -174,12 +176,24 @@ class PowerOperation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
     action: Mapped[str] = mapped_column(String(32))  # bootdev, power
-    argument: Mapped[str] = mapped_column(String(32))  # disk, pxe, on, off, reset
+    argument: Mapped[str] = mapped_column(String(32))  # disk, pxe, status / on, off, reset, status
     persistent: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued, running, done, failed
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    #: Which BMC: operations with the same key never run at the same time.
+    bmc_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    #: What the BMC answered (``on``, ``pxe (next boot only)``, ...).
+    result: Mapped[str | None] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    install_id: Mapped[int | None] = mapped_column(ForeignKey("installs.id", ondelete="SET NULL"))
+    #: Not started before this time (a batch paces its power-ons).
+    not_before: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    #: A running operation whose worker is gone past this time is run again.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Nic(Base):

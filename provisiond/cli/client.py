@@ -125,6 +125,10 @@ class WaitTimedOut(ClientError):
     """``--timeout`` passed before the install being followed finished (the install goes on)."""
 
 
+class PowerFailed(ClientError):
+    """A BMC operation ended failed (the BMC and the reason are in the message)."""
+
+
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidInput, 413: InvalidInput, 422: InvalidInput,
     401: Unauthorized, 403: Unauthorized,
@@ -310,8 +314,26 @@ class ApiClient:
 
     # ----------------------------------------------------------------- the install lifecycle
 
-    def arm(self, serial: str, force: bool = False) -> dict[str, Any]:
-        return dict(self.json("POST", f"/hosts/{_segment(serial)}/install", json={"force": force}))
+    def arm(self, serial: str, force: bool = False, power: bool = False) -> dict[str, Any]:
+        return dict(self.json("POST", f"/hosts/{_segment(serial)}/install", json={"force": force, "power": power}))
+
+    def arm_many(self, serials: list[str], force: bool, power: bool, pace: float | None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"serials": serials, "force": force, "power": power}
+        if pace is not None:
+            body["pace_seconds"] = pace
+        return list(self.json("POST", "/installs", json=body)["installs"])
+
+    # ----------------------------------------------------------------- power
+
+    def power(self, serial: str, action: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/hosts/{_segment(serial)}/power", json={"action": action}))
+
+    def bootdev(self, serial: str, device: str, persistent: bool) -> dict[str, Any]:
+        return dict(self.json("POST", f"/hosts/{_segment(serial)}/bootdev",
+                              json={"device": device, "persistent": persistent}))
+
+    def power_operation(self, operation_id: int) -> dict[str, Any]:
+        return dict(self.json("GET", f"/power/{operation_id}"))
 
     def cancel(self, serial: str) -> dict[str, Any]:
         return dict(self.json("POST", f"/hosts/{_segment(serial)}/cancel"))

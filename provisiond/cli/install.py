@@ -167,10 +167,14 @@ def failure_detail(ended: Mapping[str, Any], seen: list[Event], install_id: int)
 
 
 @click.command("install")
-@click.argument("serial")
+@click.argument("serial", required=False)
+@click.option("--group", "group", metavar="GROUP", help="Install every host of GROUP (batch).")
+@click.option("--file", "hosts_file", type=click.File("r"), metavar="FILE",
+              help="Install the hosts whose serial numbers FILE lists, one per line (# comments; - for stdin).")
+@click.option("--pace", type=click.FloatRange(min=0, max=3600), metavar="SECONDS",
+              help="Batch: seconds between two power-ons (default: the server's power_pace_ms).")
 @click.option("--no-power", is_flag=True,
-              help="Do not touch the BMC: you power the machine on or PXE-boot it yourself. "
-                   "(provctl cannot drive BMCs yet; for now this only silences the reminder.)")
+              help="Do not touch the BMC: you power the machine on or PXE-boot it yourself.")
 @click.option("--force", is_flag=True, help="Arm even a protected host or one in service (ready, handed_off).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Arm and return; do not follow the install.")
@@ -178,16 +182,22 @@ def failure_detail(ended: Mapping[str, Any], seen: list[Event], install_id: int)
               help="Stop following after SECONDS (exit 9); the install itself goes on. Default: until it ends.")
 @json_option
 @pass_api
-def install(api: ApiClient, serial: str, no_power: bool, force: bool, yes: bool, no_wait: bool,
-            timeout: float | None, as_json: bool) -> None:
-    """Arm an install of SERIAL and follow it to its end.
+def install(api: ApiClient, serial: str | None, group: str | None, hosts_file: Any, pace: float | None,
+            no_power: bool, force: bool, yes: bool, no_wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Reinstall SERIAL (or a batch: --group / --file) and follow it to its end.
 
-    The host's next PXE boot reinstalls it. Shows the host and asks first
-    unless --yes. Then follows the install's timeline (times in UTC) until
+    Shows the host and asks first unless --yes. Arms the install, then
+    through the host's BMC sets the boot device to PXE for the next boot
+    only and resets the machine (powers it on if it is off) — unless
+    --no-power. Then follows the install's timeline (times in UTC) until
     the host is installed (exit 0) or failed (exit 8, with the reason), or
     until --timeout (exit 9). Ctrl-C stops following (exit 1); the install
     goes on (`provctl log SERIAL -f` picks it up, `provctl cancel SERIAL`
     stops it).
+
+    A batch arms every host or none, starts the machines --pace seconds
+    apart and lets the install cap do the rest; it exits 0 when all are
+    installed and 8 when any failed.
 
     With --json: the arm answer (--no-wait), or the install document and
     the events seen once it ends; the timeline then goes to stderr.
@@ -195,7 +205,22 @@ def install(api: ApiClient, serial: str, no_power: bool, force: bool, yes: bool,
     \b
     provctl install 712DM2Y
     provctl install 712DM2Y --yes --no-wait --json
+    provctl install --group rack12 --yes
     """
+    sources = sum(x is not None for x in (serial, group, hosts_file))
+    if sources != 1:
+        raise click.UsageError("give exactly one of SERIAL, --group GROUP or --file FILE")
+    if serial is None:
+        serials = _batch_serials(api, group, hosts_file)
+        _install_batch(api, serials, pace, not no_power, force, yes, no_wait, timeout, as_json)
+        return
+    if pace is not None:
+        raise click.UsageError("--pace applies to a batch (--group or --file)")
+    _install_one(api, serial, not no_power, force, yes, no_wait, timeout, as_json)
+
+
+def _install_one(api: ApiClient, serial: str, power: bool, force: bool, yes: bool, no_wait: bool,
+                 timeout: float | None, as_json: bool) -> None:
     say = _say(as_json)
     host = api.get_host(serial)
     summary: list[tuple[str, Any]] = [("host", host["serial"]), ("hostname", host["hostname"]),
@@ -203,6 +228,7 @@ def install(api: ApiClient, serial: str, no_power: bool, force: bool, yes: bool,
                                       ("state", state_text(host.get("state"), host.get("state_reason")))]
     if host.get("protected"):
         summary.append(("protected", True))
+    summary.append(("power", _power_plan(host) if power else "not touched (--no-power)"))
     echo_fields(summary, err=as_json)
     if not yes:
         confirm(f"Install {serial} now? Its next PXE boot reinstalls it and wipes its disks",
@@ -211,16 +237,15 @@ def install(api: ApiClient, serial: str, no_power: bool, force: bool, yes: bool,
     timeline = Timeline(api, serial)
     if not no_wait:
         timeline.skip_to_end()  # follow from here: only what arming and the install write
-    armed = api.arm(serial, force=force)
-    if not no_power:
-        click.echo("provctl: power control is not available yet: power the machine on / PXE-boot it yourself",
-                   err=True)
+    armed = api.arm(serial, force=force, power=power)
     if no_wait:
         if as_json:
             echo_json(armed)
         else:
             click.echo(f"armed {serial}: install {armed['install_id']}; its next PXE boot installs it "
-                       f"(the token is valid until {when(armed['expires_at'])} UTC)")
+                       f"(the token is valid until {when(armed['expires_at'])} UTC)"
+                       + (f"; power operations {', '.join(map(str, armed['power_operations']))} queued"
+                          if armed.get("power_operations") else ""))
         return
 
     install_id = int(armed["install_id"])
@@ -242,6 +267,99 @@ def install(api: ApiClient, serial: str, no_power: bool, force: bool, yes: bool,
         reason = (ended.get("data") or {}).get("reason") or "failed"
         raise InstallFailed(f"install of {serial} failed: {reason}: {failure_detail(ended, seen, install_id)}")
     say(f"{serial} is installed")
+
+
+def _power_plan(host: dict[str, Any]) -> str:
+    bmc = host.get("bmc") or {}
+    kind = bmc.get("type")
+    if not kind:
+        return "no BMC in the data source: the server will refuse; use --no-power"
+    where = bmc.get("address") or "primary MAC"
+    if kind == "wol":
+        return f"Wake-on-LAN to {where} (power on only; the boot device stays as it is)"
+    return f"{kind} {where}: boot device PXE (next boot only), then reset (power on if off)"
+
+
+def _batch_serials(api: ApiClient, group: str | None, hosts_file: Any) -> list[str]:
+    if group is not None:
+        api.get_group(group)  # 404 (exit 3) for a group that does not exist
+        serials = [h["serial"] for h in api.list_hosts({"group": group})["hosts"]]
+        if not serials:
+            raise click.UsageError(f"group {group} has no hosts")
+        return serials
+    serials = []
+    for number, line in enumerate(hosts_file, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            if " " in text or "\t" in text:
+                raise click.UsageError(f"{hosts_file.name}:{number}: one serial number per line, got {text!r}")
+            serials.append(text)
+    if not serials:
+        raise click.UsageError(f"{hosts_file.name} lists no serial numbers")
+    return serials
+
+
+def _install_batch(api: ApiClient, serials: list[str], pace: float | None, power: bool, force: bool, yes: bool,
+                   no_wait: bool, timeout: float | None, as_json: bool) -> None:
+    say = _say(as_json)
+    if not as_json or not yes:
+        echo_table(("HOST", "HOSTNAME", "PROFILE", "STATE"),
+                   [(h["serial"], h["hostname"], h["profile"], state_text(h.get("state"), h.get("state_reason")))
+                    for h in (api.get_host(s) for s in serials)], err=as_json)
+    if not yes:
+        confirm(f"Install these {len(serials)} hosts now? Their next PXE boot reinstalls them and wipes their "
+                "disks", "not arming them")
+    timelines = {serial: Timeline(api, serial) for serial in serials}
+    if not no_wait:
+        for timeline in timelines.values():
+            timeline.skip_to_end()
+    armed = api.arm_many(serials, force=force, power=power, pace=pace)
+    if no_wait:
+        if as_json:
+            echo_json({"installs": armed})
+        else:
+            for item in armed:
+                click.echo(f"armed {item['serial']}: install {item['install_id']}")
+        return
+    installs = {item["serial"]: int(item["install_id"]) for item in armed}
+    outcomes = _follow_batch(timelines, installs, timeout, say)
+    if as_json:
+        echo_json({"installs": [{"serial": s, "install_id": installs[s], "outcome": outcomes.get(s)}
+                                for s in serials]})
+    failed = [s for s in serials if outcomes.get(s) == HostState.FAILED.value]
+    waiting = [s for s in serials if s not in outcomes]
+    if waiting:
+        raise WaitTimedOut(f"gave up waiting: {len(waiting)} of {len(serials)} installs still under way "
+                           f"({', '.join(waiting[:10])}{' ...' if len(waiting) > 10 else ''}); they go on")
+    if failed:
+        raise InstallFailed(f"{len(failed)} of {len(serials)} installs failed: {', '.join(failed)} "
+                            "(`provctl log SERIAL` says why)")
+    say(f"all {len(serials)} hosts are installed")
+
+
+def _follow_batch(timelines: dict[str, Timeline], installs: dict[str, int], timeout: float | None,
+                  say: Callable[[str], None]) -> dict[str, str]:
+    """Print every host's events (``SERIAL  line``) until all have ended or ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    outcomes: dict[str, str] = {}
+    try:
+        while len(outcomes) < len(installs):
+            for serial, timeline in timelines.items():
+                if serial in outcomes:
+                    continue
+                for event in timeline.read():
+                    say(f"{serial}  {event_line(event)}")
+                    outcome = outcome_of(event, installs[serial])
+                    if outcome and serial not in outcomes:
+                        outcomes[serial] = outcome
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if len(outcomes) < len(installs):
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        click.echo("\nprovctl: stopped following; the installs go on (`provctl status` shows them)", err=True)
+        click.get_current_context().exit(ExitStatus.ERROR)
+    return outcomes
 
 
 @click.command("cancel")

@@ -24,6 +24,7 @@ from provisiond.cli.client import (
     InvalidInput,
     MissingToken,
     NotFound,
+    PowerFailed,
     Unauthorized,
     Unreachable,
     WaitTimedOut,
@@ -45,6 +46,7 @@ class ExitStatus(IntEnum):
     UNREACHABLE = 7  # connection refused, DNS failure, timeout
     INSTALL_FAILED = 8  # the install being followed ended with the host FAILED
     TIMED_OUT = 9  # --timeout passed before the install being followed finished
+    POWER_FAILED = 10  # the BMC operation failed (unreachable, refused, unsupported)
 
 
 #: Most specific first; anything else is ERROR.
@@ -58,6 +60,7 @@ _EXIT_STATUSES: tuple[tuple[type[ClientError], ExitStatus], ...] = (
     (ConfigurationError, ExitStatus.USAGE),
     (InstallFailed, ExitStatus.INSTALL_FAILED),
     (WaitTimedOut, ExitStatus.TIMED_OUT),
+    (PowerFailed, ExitStatus.POWER_FAILED),
 )
 
 
@@ -91,12 +94,12 @@ def echo_yaml(data: Any) -> None:
     click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True), nl=False)
 
 
-def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], err: bool = False) -> None:
     """Columns padded to their widest cell; an empty cell shows as ``-``."""
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     for row in [list(headers), *cells]:
-        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip(), err=err)
 
 
 def echo_fields(fields: Sequence[tuple[str, Any]], err: bool = False) -> None:

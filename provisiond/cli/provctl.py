@@ -19,6 +19,7 @@ from provisiond.cli.groups import groups
 from provisiond.cli.hosts import hosts
 from provisiond.cli.install import cancel, install, log, queue, status
 from provisiond.cli.output import report
+from provisiond.cli.power import bootdev, power
 from provisiond.cli.profiles import profiles
 
 
@@ -66,6 +67,7 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
       7  unreachable: cannot reach the server (refused, no such name, timeout)
       8  install failed: the install being followed ended failed (the reason is printed)
       9  timed out waiting: --timeout passed before the install ended (it goes on)
+     10  power failed: the BMC operation failed (unreachable, refused, unsupported)
     """
     connection = Connection(url=url, token=token, config_file=config_file, timeout=timeout)
     ctx.obj = connection
@@ -75,7 +77,7 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
 main.add_command(hosts)
 main.add_command(groups)
 main.add_command(profiles)
-for command in (install, cancel, log, status, queue):
+for command in (install, cancel, log, status, queue, power, bootdev):
     main.add_command(command)
 
 

@@ -211,6 +211,28 @@ def netboot(settings: Settings) -> None:
     run_until_signalled(_ready(settings))
 
 
+@main.command("power-worker")
+@click.pass_obj
+def power_worker(settings: Settings) -> None:
+    """Carry out queued BMC operations (serve runs this too), until SIGTERM or Ctrl-C.
+
+    Several may run against one database: each operation is claimed once
+    and one BMC is never driven by two at a time."""
+    import signal
+
+    from provisiond.power.worker import PowerWorker
+
+    worker = PowerWorker(_ready(settings))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+    except KeyboardInterrupt:
+        worker.stop()
+        worker.join()
+
+
 @main.command()
 @click.option("--host", "http_host", help="Address to listen on.")
 @click.option("--port", "http_port", type=int, help="Port to listen on.")
@@ -274,11 +296,16 @@ def _run_http(svc: Any, host: str | None, port: int | None, workers: int | None)
     from provisiond.install.reaper import Reaper
     from provisiond.web.server import run
 
+    from provisiond.power.worker import PowerWorker
+
     reaper = Reaper(svc, settings.reaper_interval_seconds)
-    reaper.start()  # in the master process; the HTTP workers fork without it
+    power = PowerWorker(svc)
+    reaper.start()  # in the master process; the HTTP workers fork without them
+    power.start()
     try:
         run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)
     finally:
+        power.stop()
         reaper.stop()
 
 

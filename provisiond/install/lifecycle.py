@@ -33,6 +33,7 @@ from provisiond.install import slots
 from provisiond.install.hooks import HookCall, HookRunner
 from provisiond.install.verify import HardwareReport, Verdict, compare
 from provisiond.inventory.hosts import get_host, to_record
+from provisiond.power import queue as power_queue
 from provisiond.states import HostState, can_transition
 from provisiond.vault import Vault
 
@@ -232,8 +233,7 @@ class Lifecycle:
         self._move(session, host, install, {HostState.INSTALLING}, HostState.INSTALLED, None, "installed",
                    "install done: slot freed, token revoked, PXE answer is now local boot", now, hook="on-installed")
         _finish(install, "installed", now)
-        session.add(models.PowerOperation(host_id=host.id, action="bootdev", argument="disk", persistent=True))
-        _event(session, host.id, install.id, "power", "queued: set the BMC boot device to disk (persistent)", now)
+        power_queue.queue_after_install(session, host, install.id, now)
         return True
 
     def failed(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Final
 from provisiond.errors import ValidationError
 from provisiond.inventory import fields
 from provisiond.inventory.records import Bmc, Disk, HostRecord, HostSpec, Nic
+from provisiond.power.base import driver_names
 
 
 class _Unset:
@@ -42,7 +43,6 @@ class _Unset:
 #: The document did not mention the BMC password: keep the stored one.
 UNSET: Final = _Unset()
 
-BMC_TYPES = ("ipmi", "wol", "fake")
 TOP_KEYS = frozenset(
     "serial hostname nics macs ip prefix netmask gateway dns bmc hardware profile os owner "
     "groups site rack protected variables".split()
@@ -244,8 +244,8 @@ def _bmc(raw: Any) -> tuple[Bmc | None, str | None | _Unset]:
         if key not in BMC_KEYS:
             raise ValidationError(f"bmc.{key}", f"unknown field (known: {', '.join(sorted(BMC_KEYS - {'password_set'}))})")
     kind = raw.get("type") or "ipmi"
-    if kind not in BMC_TYPES:
-        raise ValidationError("bmc.type", f"{kind!r} is not one of {', '.join(BMC_TYPES)}")
+    if kind not in driver_names():
+        raise ValidationError("bmc.type", f"{kind!r} is not one of {', '.join(driver_names())}")
     address = raw.get("address")
     if address not in (None, ""):
         address = _bmc_address(address)

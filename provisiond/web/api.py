@@ -6,9 +6,10 @@ Writes happen in one transaction each: a request that fails changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from provisiond.errors import BadRequest, Conflict, ValidationError
 from provisiond.install import lifecycle, timeline
@@ -18,7 +19,9 @@ from provisiond.inventory.schema import host_to_dict, parse_host
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
 from provisiond.kickstart.composer import InstallContext
 from provisiond.models import utcnow
+from provisiond.power import queue as power_queue
 from provisiond.web import services
+from provisiond.web.auth import requester
 from provisiond.web.bodies import json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -135,32 +138,79 @@ def delete_host(serial: str):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- the install lifecycle
 
 
-def _who() -> str:
-    return f"token {g.get('token_name', '?')}"
-
-
 @bp.post("/hosts/<serial>/install")
 def arm_host(serial: str):  # type: ignore[no-untyped-def]
-    """Arm an install: the host's next PXE boot installs it (token not returned)."""
+    """Arm an install: the host's next PXE boot installs it (token not returned).
+
+    With ``power: true`` the BMC is then told, in the same transaction, to
+    boot from the network once and to reset (power on if off); the answer
+    names the queued power operations. A host without a BMC is refused then,
+    and nothing is armed."""
     body = json_body(required=False)
-    unknown = set(body) - {"force"}
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "unknown field (known: force)")
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise ValidationError("force", "expected true or false")
+    force, power = _install_flags(body, set())
     svc = services()
     with svc.db.write() as session:
-        armed = svc.lifecycle.arm(session, serial, utcnow(), _who(), force=force)
-    return jsonify({"serial": serial, "state": "armed", "install_id": armed.install_id,
-                    "expires_at": armed.expires_at.isoformat()}), 201
+        answer = _arm_one(session, serial, force, power, utcnow(), None)
+    return jsonify(answer), 201
+
+
+@bp.post("/installs")
+def arm_hosts():  # type: ignore[no-untyped-def]
+    """Arm many hosts at once (all or none), pacing their power-ons.
+
+    Body: ``{"serials": [...], "force": bool, "power": bool, "pace_seconds": n}``;
+    host i is powered on no earlier than i × pace_seconds from now."""
+    body = json_body()
+    force, power = _install_flags(body, {"serials", "pace_seconds"})
+    serials = body.get("serials")
+    if not isinstance(serials, list) or not serials or not all(isinstance(s, str) and s for s in serials):
+        raise ValidationError("serials", "expected a non-empty list of serial numbers")
+    if len(set(serials)) != len(serials):
+        twice = next(s for s in serials if serials.count(s) > 1)
+        raise ValidationError("serials", f"{twice} is listed twice")
+    svc = services()
+    pace = body.get("pace_seconds", svc.settings.power_pace_ms / 1000)
+    if isinstance(pace, bool) or not isinstance(pace, (int, float)) or not 0 <= pace <= 3600:
+        raise ValidationError("pace_seconds", "expected a number of seconds from 0 to 3600")
+    now = utcnow()
+    with svc.db.write() as session:
+        armed = [_arm_one(session, serial, force, power, now, now + dt.timedelta(seconds=pace * i) if i else None)
+                 for i, serial in enumerate(serials)]
+    return jsonify({"installs": armed}), 201
+
+
+def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
+    known = {"force", "power"} | extra
+    unknown = set(body) - known
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
+    flags = []
+    for name in ("force", "power"):
+        value = body.get(name, False)
+        if not isinstance(value, bool):
+            raise ValidationError(name, "expected true or false")
+        flags.append(value)
+    return flags[0], flags[1]
+
+
+def _arm_one(session: Any, serial: str, force: bool, power: bool, now: dt.datetime,
+             not_before: dt.datetime | None) -> dict[str, Any]:
+    svc = services()
+    armed = svc.lifecycle.arm(session, serial, now, requester(), force=force)
+    operations: list[int] = []
+    if power:
+        host = host_store.get_host(session, serial)
+        operations = [op.id for op in power_queue.queue_for_install(
+            session, host, armed.install_id, by=requester(), now=now, not_before=not_before)]
+    return {"serial": serial, "state": "armed", "install_id": armed.install_id,
+            "expires_at": armed.expires_at.isoformat(), "power_operations": operations}
 
 
 @bp.post("/hosts/<serial>/cancel")
 def cancel_install(serial: str):  # type: ignore[no-untyped-def]
     svc = services()
     with svc.db.write() as session:
-        svc.lifecycle.cancel(session, serial, utcnow(), _who())
+        svc.lifecycle.cancel(session, serial, utcnow(), requester())
         record = host_store.load_record(session, serial)
     return jsonify(host_to_dict(record))
 

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
-from provisiond.web import api, auth, boot, installer, ipxe, meta
+from provisiond.web import api, auth, boot, installer, ipxe, meta, power
 
 log = logging.getLogger("provisiond.web")
 
@@ -25,6 +25,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.before_request(auth.gate)
     app.register_blueprint(meta.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(power.bp)
     app.register_blueprint(installer.bp)
     app.register_blueprint(ipxe.bp)
     app.register_blueprint(boot.bp)

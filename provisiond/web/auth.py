@@ -126,3 +126,8 @@ def revoke_token(session: Session, name: str) -> None:
     # Again after the commit: a request in between may have cached it anew.
     on_commit(session, lambda: _forget_token(name))
 
+
+
+def requester() -> str:
+    """Who made this admin request, as events and logs name it: ``token ops``."""
+    return f"token {g.get('token_name', '?')}"

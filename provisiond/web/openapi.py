@@ -77,7 +77,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/profiles": {"get": _op("List install profiles")},
     "/api/v1/profiles/{name}": {"get": _op("Show a resolved profile", params=("name",))},
     "/api/v1/hosts/{serial}/install": {
-        "post": _op("Arm an install (body: {force: bool}); protected or in-service hosts need force",
+        "post": _op("Arm an install (body: {force: bool, power: bool}); protected or in-service hosts need "
+                    "force; power queues boot device PXE (next boot) + reset on the host's BMC",
                     ok="201", body="application/json", params=("serial",)),
         "get": _op("The host's current or latest install (never its token)", params=("serial",)),
     },
@@ -85,6 +86,23 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                                                   params=("serial",))},
     "/api/v1/hosts/{serial}/events": {"get": _op("The host's timeline after event id `since`",
                                                  params=("serial", "since", "limit"))},
+    "/api/v1/installs": {
+        "post": _op("Arm many hosts, all or none (body: {serials: [...], force, power, pace_seconds}); "
+                    "power-ons are paced", ok="201", body="application/json"),
+    },
+    "/api/v1/hosts/{serial}/power": {
+        "post": _op("Queue a power operation (body: {action: on|off|reset|status}); 202 with the operation "
+                    "to poll", ok="202", body="application/json", params=("serial",)),
+        "get": _op("The host's latest power operations, newest first", params=("serial",)),
+    },
+    "/api/v1/hosts/{serial}/bootdev": {
+        "post": _op("Queue a boot device operation (body: {device: pxe|disk|status, persistent: bool}); 202",
+                    ok="202", body="application/json", params=("serial",)),
+    },
+    "/api/v1/power/{operation_id}": {
+        "get": _op("One power operation: queued, running, done (with the BMC's answer) or failed (why)",
+                   params=("operation_id",)),
+    },
     "/api/v1/queue": {"get": _op("The install cap, hosts installing, and waiting hosts in order")},
     "/api/v1/status": {"get": _op("Hosts per install state, the cap and slots in use")},
     "/boot/{name}": {"get": _BOOT_FILE},
@@ -106,6 +124,7 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 PARAMETERS: dict[str, dict[str, Any]] = {
     "serial": _path("serial", "the host's serial number"),
+    "operation_id": _path("operation_id", "a power operation's id"),
     "name": _path("name", "the group's or profile's name"),
     "bootfile": _path("name", "the file's path under the boot root (may contain '/')"),
     "group": _query("group", "only hosts in this group"),

@@ -19,7 +19,7 @@ def test_help_documents_every_exit_status(offline):
     text = offline("--help").stdout
     block = text.split("Exit status:\n")[1].split("\n\n")[0]
     documented = dict(line.split(None, 1) for line in block.splitlines())
-    assert sorted(documented) == [str(status.value) for status in ExitStatus]
+    assert sorted(documented, key=int) == [str(status.value) for status in ExitStatus]
     for status in ExitStatus:
         assert documented[str(status.value)].startswith(status.name.lower().replace("_", " "))
     assert "provisiond tokens create NAME" in text

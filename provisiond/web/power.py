@@ -1,0 +1,89 @@
+"""The power API: queue BMC operations and poll them.
+
+BMC work never runs inside a request: these routes queue an operation and
+answer ``202 Accepted`` with its id and a ``Location`` to poll; the power
+worker carries it out (:mod:`provisiond.power.worker`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from provisiond.errors import NotFound, ValidationError
+from provisiond.inventory import hosts as host_store
+from provisiond.models import Host, PowerOperation, utcnow
+from provisiond.power import queue
+from provisiond.web import services
+from provisiond.web.auth import requester
+from provisiond.web.bodies import json_body
+
+bp = Blueprint("power", __name__, url_prefix="/api/v1")
+
+
+def _fields(body: dict[str, Any], known: set[str]) -> None:
+    unknown = set(body) - known
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def _queued(serial: str, action: str, argument: str, persistent: bool = False):  # type: ignore[no-untyped-def]
+    svc = services()
+    queue.validate(action, argument)
+    with svc.db.write() as session:
+        host = host_store.get_host(session, serial)
+        operation = queue.enqueue(session, host, action, argument, persistent=persistent, by=requester(), now=utcnow())
+        body = queue.to_dict(operation, serial)
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = f"/api/v1/power/{body['id']}"
+    return response
+
+
+@bp.post("/hosts/<serial>/power")
+def power(serial: str):  # type: ignore[no-untyped-def]
+    """Queue ``{"action": "on"|"off"|"reset"|"status"}`` for the host's BMC."""
+    body = json_body()
+    _fields(body, {"action"})
+    action = body.get("action")
+    if not isinstance(action, str):
+        raise ValidationError("action", f"expected one of {', '.join(queue.ACTIONS['power'])}")
+    return _queued(serial, "power", action)
+
+
+@bp.post("/hosts/<serial>/bootdev")
+def bootdev(serial: str):  # type: ignore[no-untyped-def]
+    """Queue ``{"device": "pxe"|"disk"|"status", "persistent": bool}``."""
+    body = json_body()
+    _fields(body, {"device", "persistent"})
+    device = body.get("device")
+    persistent = body.get("persistent", False)
+    if not isinstance(device, str):
+        raise ValidationError("device", f"expected one of {', '.join(queue.ACTIONS['bootdev'])}")
+    if not isinstance(persistent, bool):
+        raise ValidationError("persistent", "expected true or false")
+    if device == "status" and persistent:
+        raise ValidationError("persistent", "only applies when setting a device")
+    return _queued(serial, "bootdev", device, persistent)
+
+
+@bp.get("/hosts/<serial>/power")
+def host_operations(serial: str):  # type: ignore[no-untyped-def]
+    """The host's latest power operations, newest first."""
+    with services().db.read() as session:
+        host = host_store.get_host(session, serial)
+        body = [queue.to_dict(op, serial) for op in queue.for_host(session, host.id)]
+    return jsonify({"serial": serial, "operations": body})
+
+
+@bp.get("/power/<operation_id>")
+def operation(operation_id: str):  # type: ignore[no-untyped-def]
+    """One power operation: queued, running, done (with the BMC's answer) or failed (with why)."""
+    if not operation_id.isdigit() or len(operation_id) > 18:
+        raise NotFound(f"no power operation {operation_id!r}")
+    with services().db.read() as session:
+        op: PowerOperation = queue.get(session, int(operation_id))
+        host = session.get(Host, op.host_id)
+        body = queue.to_dict(op, host.serial if host else None)
+    return jsonify(body)

@@ -1,0 +1,127 @@
+"""The power worker with the fake driver: it carries queued operations out,
+records their outcome, retries within the budget and survives a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+
+from provisiond.inventory.hosts import get_host
+from provisiond.models import utcnow
+from provisiond.power import queue
+from provisiond.power.worker import PowerWorker
+from provisiond.services import Services
+
+
+def fake_state(settings, serial):
+    return json.loads((settings.data_dir / "fake-bmc" / f"{serial}.json").read_text())
+
+
+def enqueue(services, serial, action, argument, persistent=False):
+    with services.db.write() as session:
+        return queue.enqueue(session, get_host(session, serial), action, argument, persistent=persistent,
+                             by="tests", now=utcnow()).id
+
+
+def run_until_finished(worker: PowerWorker, services, operation_ids, limit=30.0):
+    """Passes of the worker (without its thread) until every operation has ended."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        worker.pass_once()
+        with services.db.read() as session:
+            ops = [queue.get(session, i) for i in operation_ids]
+            if all(op.status in ("done", "failed") for op in ops):
+                return {op.id: (op.status, op.result, op.message) for op in ops}
+        time.sleep(0.05)
+    pytest.fail(f"operations {operation_ids} did not finish")
+
+
+@pytest.fixture
+def worker(services):
+    fast = Services(dataclasses.replace(services.settings, bmc_min_gap_ms=0, bmc_budget_seconds=2), services.db)
+    worker = PowerWorker(fast)
+    yield worker
+    worker._pool.shutdown(wait=True)
+
+
+def test_operations_run_in_order_and_the_bmc_ends_as_told(worker, services, demo_data):
+    ids = [enqueue(services, "712DM2Y", "power", "status"), enqueue(services, "712DM2Y", "bootdev", "pxe"),
+           enqueue(services, "712DM2Y", "power", "reset"), enqueue(services, "712DM2Y", "power", "on"),
+           enqueue(services, "712DM2Y", "bootdev", "disk", persistent=True),
+           enqueue(services, "712DM2Y", "bootdev", "status")]
+    outcomes = run_until_finished(worker, services, ids)
+    assert [outcomes[i][:2] for i in ids] == [
+        ("done", "off"), ("done", "pxe (next boot only)"), ("done", "was off: powered on"),
+        ("done", "already on"), ("done", "disk (persistent)"), ("done", "disk (persistent)")]
+    state = fake_state(services.settings, "712DM2Y")
+    assert (state["power"], state["bootdev"], state["persistent"]) == ("on", "disk", True)
+    # "already on" sent no command: the fake BMC was told exactly these things.
+    assert [a["action"] for a in state["actions"]] == ["bootdev pxe", "power on", "bootdev disk persistent"]
+    message = outcomes[ids[2]][2]
+    assert message.startswith(f"operation {ids[2]}: power reset (power on if off): was off: powered on "
+                              "(BMC fake 192.168.0.10, ")
+
+
+def test_an_unreachable_bmc_fails_within_the_budget_and_says_so(worker, services, demo_data, client, auth):
+    client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"address": "unreachable"}}, headers=auth)
+    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    started = time.monotonic()
+    status, result, message = run_until_finished(worker, services, [operation_id])[operation_id]
+    took = time.monotonic() - started
+    assert (status, result) == ("failed", None)
+    assert message.startswith(f"operation {operation_id}: power on timed out: BMC fake unreachable "
+                              "(host 712DM2Y): power status: no answer (fake BMC marked unreachable); gave up after ")
+    assert 1.0 < took < 10  # backoff 0.5 s, 1 s within a 2 s budget; then it stops
+    events = client.get("/api/v1/hosts/712DM2Y/events", headers=auth).get_json()["events"]
+    assert events[-1]["message"] == message and events[-1]["data"]["status"] == "failed"
+
+
+def test_a_refused_password_is_not_retried(worker, services, demo_data, client, auth):
+    client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"password": "wrong"}}, headers=auth)
+    operation_id = enqueue(services, "712DM2Y", "power", "status")
+    status, _, message = run_until_finished(worker, services, [operation_id])[operation_id]
+    assert status == "failed"
+    assert message == (f"operation {operation_id}: read the power state failed: BMC fake 192.168.0.10 "
+                       "(host 712DM2Y): power status: the BMC refused the password (fake)")
+    with services.db.read() as session:
+        assert queue.get(session, operation_id).attempts == 1  # claimed once
+
+
+def test_wake_on_lan_refuses_what_it_cannot_do(worker, services, demo_data, client, auth):
+    client.patch("/api/v1/hosts/SN-WEB-0001", json={"bmc": {"type": "wol"}}, headers=auth)
+    operation_id = enqueue(services, "SN-WEB-0001", "power", "off")
+    status, _, message = run_until_finished(worker, services, [operation_id])[operation_id]
+    assert status == "failed"
+    assert message.endswith("power off: Wake-on-LAN can only power a machine on")
+
+
+def test_an_operation_interrupted_by_a_restart_runs_again(worker, services, demo_data):
+    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    with services.db.write() as session:  # a worker claimed it and died
+        assert queue.claim(session, utcnow() - worker.lease * 2, worker.lease, 1) == [operation_id]
+    outcomes = run_until_finished(worker, services, [operation_id])
+    assert outcomes[operation_id][:2] == ("done", "powered on")
+    with services.db.read() as session:
+        assert queue.get(session, operation_id).attempts == 2
+
+
+def test_the_worker_thread_starts_and_stops(services, demo_data):
+    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    worker = PowerWorker(services)
+    worker.start()
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            with services.db.read() as session:
+                if queue.get(session, operation_id).status == "done":
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the worker thread did not carry the operation out")
+    finally:
+        worker.stop()
+        worker.join(10)
+    assert not worker.is_alive()
