@@ -101,7 +101,7 @@ class Composer:
         context.update(host=host_context(host), profile=profile_context(profile),
                        install={"token": install.token, **install.urls})
         parts = [self._render_fragment(name, context) for name in profile.fragments]
-        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
+        return "".join(part if part.endswith("\n") else part + "\n" for part in parts if part.strip())
 
     def _profile(self, host: HostRecord) -> Profile:
         try:

@@ -18,10 +18,12 @@ MAC = "00:26:b9:35:e9:aa"
 
 
 def sections(kickstart: str) -> dict[str, str]:
-    """``{"pre": body, "post": body, "onerror": body}`` of a kickstart."""
-    found = {}
+    """``{"pre": body, "post": body, "onerror": body}`` of a kickstart: the
+    first section of each kind; a second %pre (bmc-network) is ``pre2``."""
+    found: dict[str, str] = {}
     for match in re.finditer(r"^%(pre|post|onerror)\b[^\n]*\n(.*?)^%end$", kickstart, re.M | re.S):
-        found[match.group(1)] = match.group(2)
+        kind = match.group(1)
+        found[kind if kind not in found else f"{kind}2"] = match.group(2)
     return found
 
 
@@ -94,7 +96,7 @@ def test_pre_and_post_run_the_whole_install(server, services, auth, machine):
     describe, run = machine
     describe("712DM2Y")
     token, parts = fetch_kickstart(server, services, auth)
-    assert set(parts) == {"pre", "post", "onerror"}
+    assert set(parts) == {"pre", "pre2", "post", "onerror"}  # pre2: bmc-network (the demo site sets bmc_netmask)
     pre = run(parts["pre"])
     assert pre.returncode == 0, pre.stdout + pre.stderr
     assert "provisiond: reporting hardware: serial 712DM2Y" in pre.stdout
@@ -151,3 +153,31 @@ def test_onerror_reports_the_failure(server, services, auth, machine):
     result = run(parts["onerror"])
     assert result.returncode == 0, result.stderr
     assert state(server, auth) == ("failed", "installer_error")
+
+
+def test_bmc_network_sets_the_local_bmc_and_reports_it(server, services, auth, machine, tmp_path):
+    describe, run = machine
+    describe("712DM2Y")
+    _token, parts = fetch_kickstart(server, services, auth)
+    assert "oob" in parts["pre2"]
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "ipmitool.calls"
+    (tools / "ipmitool").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    (tools / "ipmitool").chmod(0o755)
+    (tools / "modprobe").write_text("#!/bin/sh\nexit 1\n")  # never load real modules from a test
+    (tools / "modprobe").chmod(0o755)
+    done = run(f"PATH={tools}:$PATH\n" + parts["pre2"])
+    assert done.returncode == 0, done.stdout
+    said = "oob: set BMC channel 1 to 192.168.0.10/255.255.255.0 gateway 192.168.0.1"
+    assert f"provisiond: {said}" in done.stdout
+    assert calls.read_text().splitlines() == [
+        "lan print 1", "lan set 1 ipsrc static", "lan set 1 ipaddr 192.168.0.10",
+        "lan set 1 netmask 255.255.255.0", "lan set 1 defgw ipaddr 192.168.0.1"]
+    events = requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"]
+    assert events[-1]["message"] == said
+
+    (tools / "ipmitool").write_text("#!/bin/sh\nexit 1\n")  # no local BMC answers
+    absent = run(f"PATH={tools}:$PATH\n" + parts["pre2"])
+    assert absent.returncode == 0  # optional: the install goes on
+    assert "provisiond: oob: no local BMC answers on channel 1: BMC left as it is" in absent.stdout
