@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import selectors
 import socket
 import struct
@@ -516,16 +517,28 @@ def destination(request: DhcpRequest, reply: DhcpReply, arrival: Arrival, dhcp_p
 
 
 class Timeline:
-    """Writes outcomes to hosts' timelines, once per window per identical line."""
+    """Writes outcomes to hosts' timelines, once per window per identical line.
 
-    def __init__(self, db: Database, window: dt.timedelta = TIMELINE_WINDOW, size: int = 4096) -> None:
+    Off the packet path: :meth:`record` only queues the line; a writer thread
+    writes whatever has queued up in one transaction, so a burst of PXE
+    clients costs one commit per batch, not one per packet, and a slow disk
+    never delays an answer. :meth:`flush` waits until everything queued is
+    written; :meth:`close` flushes and stops the writer.
+    """
+
+    def __init__(self, db: Database, window: dt.timedelta = TIMELINE_WINDOW, size: int = 4096,
+                 batch: int = 512) -> None:
         self.db = db
         self.window = window
         self.size = size
+        self.batch = batch
         self._seen: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
         self._lock = threading.Lock()
+        self._queue: queue.Queue[_Line | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     def record(self, serial: str, message: str, now: dt.datetime, data: dict[str, str] | None = None) -> bool:
+        """Queue the line unless it was written for this host within the window."""
         key = (serial, message)
         with self._lock:
             last = self._seen.get(key)
@@ -535,12 +548,58 @@ class Timeline:
             self._seen.move_to_end(key)
             while len(self._seen) > self.size:
                 self._seen.popitem(last=False)
-        with self.db.write() as session:
-            host_id = session.scalar(select(models.Host.id).where(models.Host.serial == serial))
-            if host_id is None:
-                return False
-            record_event(session, host_id, "dhcp", message, data)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="dhcp-timeline", daemon=True)
+                self._writer.start()
+        self._queue.put(_Line(serial, message, now, data))
         return True
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            lines = [first]
+            while first is not None and len(lines) < self.batch:
+                try:
+                    lines.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write([line for line in lines if line is not None])
+            except Exception:  # the answers went out; only their timeline lines are lost
+                log.exception("could not write %d DHCP timeline lines", len(lines))
+            finally:
+                for _ in lines:
+                    self._queue.task_done()
+            if None in lines:
+                return
+
+    def _write(self, lines: list[_Line]) -> None:
+        if not lines:
+            return
+        with self.db.write() as session:
+            ids = dict(session.execute(select(models.Host.serial, models.Host.id)
+                                       .where(models.Host.serial.in_({line.serial for line in lines}))).all())
+            for line in lines:
+                if line.serial in ids:
+                    record_event(session, ids[line.serial], "dhcp", line.message, line.data, at=line.time)
+
+
+@dataclass(frozen=True)
+class _Line:
+    serial: str
+    message: str
+    time: dt.datetime
+    data: dict[str, str] | None
 
 
 # --------------------------------------------------------------------------- the service
@@ -631,14 +690,14 @@ class DhcpService:
                  f" on {self.settings.netboot_interface}" if self.settings.netboot_interface else "")
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        assert self._wake is not None
-        self._wake[1].send(b"x")
-        self._thread.join()
-        for sock in (*self._sockets, *self._wake):
-            sock.close()
-        self._thread, self._sockets, self._wake = None, [], None
+        if self._thread is not None:
+            assert self._wake is not None
+            self._wake[1].send(b"x")
+            self._thread.join()
+            for sock in (*self._sockets, *self._wake):
+                sock.close()
+            self._thread, self._sockets, self._wake = None, [], None
+        self.timeline.close()  # what was decided reaches the timeline before stop returns
 
     def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

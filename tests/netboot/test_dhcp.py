@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
@@ -227,27 +227,35 @@ class World:
     client: Any
     auth: dict[str, str]
     now: list[dt.datetime] = field(default_factory=lambda: [utcnow()])
+    started: list[DhcpService] = field(default_factory=list)
 
     def dhcp(self, mode: str = "full", unknown: str = "ignore", **settings: Any) -> DhcpService:
         settings = {"netboot_address": str(SERVER), "dhcp_subnets": SUBNETS, **settings}
         changed = dataclasses.replace(self.services.settings, dhcp_mode=mode, unknown_mac=unknown, **settings)
-        return DhcpService(Services(settings=changed, db=self.services.db), clock=lambda: self.now[0])
+        service = DhcpService(Services(settings=changed, db=self.services.db), clock=lambda: self.now[0])
+        self.started.append(service)
+        return service
 
     def tick(self, seconds: float) -> None:
         self.now[0] += dt.timedelta(seconds=seconds)
 
     def events(self, serial: str) -> list[dict[str, Any]]:
+        for service in self.started:  # timeline lines are written off the packet path
+            service.timeline.flush()
         response = self.client.get(f"/api/v1/hosts/{serial}/events", headers=self.auth)
         assert response.status_code == 200, response.get_json()
         return [e for e in response.get_json()["events"] if e["kind"] == "dhcp"]
 
 
 @pytest.fixture
-def world(services: Services, client: Any, auth: dict[str, str]) -> World:
+def world(services: Services, client: Any, auth: dict[str, str]) -> Iterator[World]:
     for host in HOSTS:
         response = client.post("/api/v1/hosts", json=host, headers=auth)
         assert response.status_code == 201, response.get_json()
-    return World(services, client, auth)
+    world = World(services, client, auth)
+    yield world
+    for service in world.started:
+        service.stop()  # the timeline writer threads
 
 
 @dataclass(frozen=True)
