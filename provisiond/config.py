@@ -99,10 +99,11 @@ class Settings:
     tftp_timeout_seconds: int = 5
 
     # -- power (the BMC worker in `provisiond serve` / `power-worker`) ---------
-    #: BMCs worked on at once.
-    power_workers: int = 16
-    #: How often the worker looks for queued operations (milliseconds).
-    power_poll_ms: int = 250
+    #: BMCs worked on at once (threads; most of their time is spent waiting on BMCs).
+    power_workers: int = 64
+    #: How often the worker looks for queued operations (milliseconds; one
+    #: indexed ``SELECT ... LIMIT 1`` per look).
+    power_poll_ms: int = 50
     #: Milliseconds between the end of one command to a BMC and the next (0: none).
     bmc_min_gap_ms: int = 200
     #: Seconds one BMC command may take before it counts as unanswered.

@@ -185,7 +185,7 @@ class PowerOperation(Base):
     #: Which BMC: operations with the same key never run at the same time.
     bmc_key: Mapped[str | None] = mapped_column(String(300), index=True)
     #: What the BMC answered (``on``, ``pxe (next boot only)``, ...).
-    result: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(String(200))
     requested_by: Mapped[str | None] = mapped_column(String(64))
     install_id: Mapped[int | None] = mapped_column(ForeignKey("installs.id", ondelete="SET NULL"))
     #: Not started before this time (a batch paces its power-ons).

@@ -244,7 +244,7 @@ def _install_one(api: ApiClient, serial: str, power: bool, force: bool, yes: boo
         else:
             click.echo(f"armed {serial}: install {armed['install_id']}; its next PXE boot installs it "
                        f"(the token is valid until {when(armed['expires_at'])} UTC)"
-                       + (f"; power operations {', '.join(map(str, armed['power_operations']))} queued"
+                       + (f"; power operation {', '.join(map(str, armed['power_operations']))} queued"
                           if armed.get("power_operations") else ""))
         return
 

@@ -65,15 +65,16 @@ def finish(api: ApiClient, serial: str, operation: dict[str, Any], no_wait: bool
 
 @click.command("power")
 @click.argument("serial")
-@click.argument("action", type=click.Choice(["on", "off", "reset", "status"]))
+@click.argument("action", type=click.Choice(["on", "off", "reset", "status", "netboot"]))
 @_with_wait_options
 @pass_api
 def power(api: ApiClient, serial: str, action: str, no_wait: bool, timeout: float, as_json: bool) -> None:
     """Power SERIAL on, off, reset it, or show its power state, through its BMC.
 
     "on" of a machine that is on (and "off" of one that is off) succeeds
-    without a command; "reset" of a machine that is off powers it on.
-    Wake-on-LAN hosts can only be powered on.
+    without a command; "reset" of a machine that is off powers it on;
+    "netboot" boots it from the network once (boot device PXE for the next
+    boot, then reset). Wake-on-LAN hosts can only be powered on.
 
     \b
     provctl power 712DM2Y status

@@ -86,6 +86,8 @@ class Armed:
     install_id: int
     token: str  # shown once, to the caller that armed
     expires_at: dt.datetime
+    #: The host row, for more work in the same transaction (its power operation).
+    host: models.Host
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Lifecycle:
         self._move(session, host, install, {state}, HostState.ARMED, None, "armed",
                    f"install armed by {by}, profile {host.profile}{forced}; token valid until {now + self.arm_ttl:%Y-%m-%d %H:%M} UTC",
                    now, hook="on-armed")
-        return Armed(serial, install.id, token, install.expires_at)
+        return Armed(serial, install.id, token, install.expires_at, host)
 
     def cancel(self, session: Session, serial: str, now: dt.datetime, by: str) -> None:
         host = get_host(session, serial)

@@ -157,6 +157,16 @@ class PowerDriver(ABC):
     def power_reset(self) -> None:
         """A hard reset of a machine that is on."""
 
+    def power_boot(self) -> str:
+        """Start the machine afresh: reset it if it is on, power it on if it is
+        off (one command to the BMC: a read and a control, back to back).
+        Returns what was done."""
+        if self.power_status() == Power.ON:
+            self.power_reset()
+            return "reset"
+        self.power_on()
+        return "was off: powered on"
+
     @abstractmethod
     def set_boot_device(self, device: BootDevice, persistent: bool) -> None: ...
 

@@ -103,6 +103,10 @@ class Runner:
         driver = self.driver
         if argument == "status":
             return str(self.call(driver.power_status))
+        if argument == "reset":
+            return self.call(driver.power_boot)
+        if argument == "netboot":
+            return self.netboot()
         try:
             now = self.call(driver.power_status)
         except Unsupported:
@@ -112,16 +116,19 @@ class Runner:
                 return "already on"
             self.call(driver.power_on)
             return "powered on"
-        if argument == "off":
-            if now == Power.OFF:
-                return "already off"
-            self.call(driver.power_off)
-            return "powered off"
-        if now in (Power.OFF, None):  # reset of a machine that is off: power it on
-            self.call(driver.power_on)
-            return "was off: powered on" if now == Power.OFF else "powered on (cannot reset: woken)"
-        self.call(driver.power_reset)
-        return "reset"
+        if now == Power.OFF:
+            return "already off"
+        self.call(driver.power_off)
+        return "powered off"
+
+    def netboot(self) -> str:
+        """Boot from the network once: boot device PXE for the next boot, then reset (or power on)."""
+        said = []
+        if self.driver.sets_boot_device:
+            self.call(lambda: self.driver.set_boot_device(BootDevice.PXE, False))
+            said.append("boot device pxe (next boot only)")
+        said.append(self.call(self.driver.power_boot))
+        return ", then ".join(said)
 
     def bootdev(self, argument: str, persistent: bool) -> str:
         if argument == "status":
@@ -160,4 +167,4 @@ def carry_out(driver: PowerDriver, pacer: Pacer, policy: Policy, action: str, ar
 
 def _calls(action: str, argument: str) -> int:
     """Driver calls an operation makes when nothing goes wrong."""
-    return 2 if action == "power" and argument != "status" else 1
+    return {"status": 1, "reset": 1, "netboot": 2}.get(argument, 2) if action == "power" else 1

@@ -27,7 +27,7 @@ from provisiond.vault import Vault
 
 #: action → the arguments it takes.
 ACTIONS: dict[str, tuple[str, ...]] = {
-    "power": ("on", "off", "reset", "status"),
+    "power": ("on", "off", "reset", "status", "netboot"),
     "bootdev": ("pxe", "disk", "status"),
 }
 STATUSES = ("queued", "running", "done", "failed")
@@ -43,6 +43,8 @@ def describe(action: str, argument: str, persistent: bool) -> str:
         return "read the power state"
     if argument == "reset":
         return "power reset (power on if off)"
+    if argument == "netboot":
+        return "boot from the network once (boot device pxe for the next boot, then reset or power on)"
     return f"power {argument}"
 
 
@@ -83,20 +85,14 @@ def enqueue(session: Session, host: models.Host, action: str, argument: str, *, 
 
 
 def queue_for_install(session: Session, host: models.Host, install_id: int, *, by: str, now: dt.datetime,
-                      not_before: dt.datetime | None = None) -> list[models.PowerOperation]:
-    """After arming: boot from the network next time (once), then reset (or power on)."""
+                      not_before: dt.datetime | None = None) -> models.PowerOperation:
+    """After arming: one operation that boots the machine from the network once."""
     target = bmc_target(host)
-    operations = []
-    if driver_class(target.type).sets_boot_device:
-        operations.append(enqueue(session, host, "bootdev", "pxe", by=by, now=now, install_id=install_id,
-                                  not_before=not_before))
-    else:
+    if not driver_class(target.type).sets_boot_device:
         record_event(session, host.id, "power",
                      f"{target.type} cannot choose the boot device: the machine must try the network "
                      "first by its own boot order")
-    operations.append(enqueue(session, host, "power", "reset", by=by, now=now, install_id=install_id,
-                              not_before=not_before))
-    return operations
+    return enqueue(session, host, "power", "netboot", by=by, now=now, install_id=install_id, not_before=not_before)
 
 
 def queue_after_install(session: Session, host: models.Host, install_id: int, now: dt.datetime) -> None:
@@ -125,6 +121,11 @@ def has_work(session: Session, now: dt.datetime) -> bool:
     """A cheap read before a claiming write transaction."""
     op = models.PowerOperation
     return session.scalar(select(op.id).where(op.status == "queued", _due(now)).limit(1)) is not None
+
+
+def has_abandoned(session: Session, now: dt.datetime) -> bool:
+    op = models.PowerOperation
+    return session.scalar(select(op.id).where(op.status == "running", op.lease_until < now).limit(1)) is not None
 
 
 def _due(now: dt.datetime):  # type: ignore[no-untyped-def]

@@ -67,6 +67,10 @@ class WolDriver(PowerDriver):
             sock.bind((interface, 0))
             sock.send(frame)
 
+    def power_boot(self) -> str:
+        self.power_on()
+        return "woken (Wake-on-LAN cannot reset a machine that is on)"
+
     def power_status(self) -> Power:
         raise self.unsupported("power status", "Wake-on-LAN cannot tell whether a machine is on")
 

@@ -67,33 +67,27 @@ class PowerWorker(threading.Thread):
     def pass_once(self) -> int:
         """Requeue abandoned operations, claim what fits, start it. Returns how many started."""
         db = self.services.db
-        now = utcnow()
         with db.read() as session:
-            if not queue.has_work(session, now) and not self._maybe_abandoned(session, now):
+            now = utcnow()
+            if not queue.has_work(session, now) and not queue.has_abandoned(session, now):
                 return 0
         with db.write() as session:
+            now = utcnow()  # after the write lock: started_at is when it really started
             for operation_id in queue.requeue_abandoned(session, now):
                 log.warning("power operation %d was interrupted; queued again", operation_id)
             with self._count_lock:
                 free = self.parallel - self._running
-            claimed = queue.claim(session, now, self.lease, free)
-        for operation_id in claimed:
+            works = [queue.load_work(session, operation_id, self.services.vault)
+                     for operation_id in queue.claim(session, now, self.lease, free)]
+        for work in works:
             with self._count_lock:
                 self._running += 1
-            self._pool.submit(self._carry_out, operation_id)
-        return len(claimed)
+            self._pool.submit(self._carry_out, work)
+        return len(works)
 
-    def _maybe_abandoned(self, session, now: dt.datetime) -> bool:  # type: ignore[no-untyped-def]
-        from sqlalchemy import select
-
-        from provisiond.models import PowerOperation as op
-
-        return session.scalar(select(op.id).where(op.status == "running", op.lease_until < now).limit(1)) is not None
-
-    def _carry_out(self, operation_id: int) -> None:
+    def _carry_out(self, work: queue.Work) -> None:
+        operation_id = work.operation_id
         try:
-            with self.services.db.read() as session:
-                work = queue.load_work(session, operation_id, self.services.vault)
             what = f"operation {operation_id}: {queue.describe(work.action, work.argument, work.persistent)}"
             outcome = carry_out(driver_for(work.target, self.options), self.pacer, self.policy,
                                 work.action, work.argument, work.persistent, what)

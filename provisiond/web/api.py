@@ -199,9 +199,9 @@ def _arm_one(session: Any, serial: str, force: bool, power: bool, now: dt.dateti
     armed = svc.lifecycle.arm(session, serial, now, requester(), force=force)
     operations: list[int] = []
     if power:
-        host = host_store.get_host(session, serial)
-        operations = [op.id for op in power_queue.queue_for_install(
-            session, host, armed.install_id, by=requester(), now=now, not_before=not_before)]
+        operation = power_queue.queue_for_install(session, armed.host, armed.install_id, by=requester(), now=now,
+                                                  not_before=not_before)
+        operations.append(operation.id)
     return {"serial": serial, "state": "armed", "install_id": armed.install_id,
             "expires_at": armed.expires_at.isoformat(), "power_operations": operations}
 

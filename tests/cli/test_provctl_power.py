@@ -60,7 +60,7 @@ def test_install_sets_pxe_once_resets_and_after_done_boots_from_disk(provctl, de
     armed = provctl("install", "712DM2Y", "--yes", "--no-wait")
     assert "power     fake 192.168.0.10: boot device PXE (next boot only), then reset (power on if off)\n" in (
         armed.stdout)
-    assert armed.stdout.rstrip().endswith("power operations 1, 2 queued")
+    assert armed.stdout.rstrip().endswith("power operation 1 queued")
     wait_for(lambda: all(op["status"] == "done" for op in api(provctl, "GET", "/hosts/712DM2Y/power")["operations"]),
              "the arming operations")
     bmc = fake_bmc(settings, "712DM2Y")
@@ -74,7 +74,7 @@ def test_install_sets_pxe_once_resets_and_after_done_boots_from_disk(provctl, de
     wait_for(lambda: fake_bmc(settings, "712DM2Y")["bootdev"] == "disk", "the boot device back to disk")
     assert fake_bmc(settings, "712DM2Y")["persistent"] is True
     power_lines = [e["message"] for e in events(provctl, "712DM2Y") if e["kind"] == "power"]
-    assert power_lines[-1].startswith("operation 3: set the boot device to disk (persistent): disk (persistent)")
+    assert power_lines[-1].startswith("operation 2: set the boot device to disk (persistent): disk (persistent)")
 
 
 def test_batch_install_from_a_file_and_a_group(provctl, demo_data, tmp_path):

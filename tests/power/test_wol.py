@@ -268,18 +268,19 @@ def test_interface_mode_uses_the_configured_broadcast_and_port(pair: Pair) -> No
     assert frame == magic_frame(MAC, MAC_A, SUBNET_BROADCAST, 4000)
 
 
-@pytest.mark.parametrize(("argument", "result"), [("on", "powered on"),
-                                                  ("reset", "powered on (cannot reset: woken)")])
-def test_interface_mode_through_carry_out(pair: Pair, argument: str, result: str) -> None:
+@pytest.mark.parametrize(("argument", "result", "calls"), [
+    ("on", "powered on", 2), ("reset", "woken (Wake-on-LAN cannot reset a machine that is on)", 1),
+    ("netboot", "woken (Wake-on-LAN cannot reset a machine that is on)", 1)])
+def test_interface_mode_through_carry_out(pair: Pair, argument: str, result: str, calls: int) -> None:
     """The worker's path: the power state is unsupported, so "power on" (and the
-    "power reset" an install queues) just wakes."""
+    "netboot" an install queues) just wakes."""
     receiver = pair.receive(pair.receiver, RAW_RECEIVER, "vethB", "9", str(WAIT))
     outcome = pair.send({"wol_interface": "vethA"}, carry=argument)
     frame = bytes.fromhex(pair.result(receiver))
 
     assert outcome["ok"] is True, outcome
     assert outcome["result"] == result
-    assert outcome["attempts"] == 2  # the status it cannot tell, then the wake
+    assert outcome["attempts"] == calls  # "on": the status it cannot tell, then the wake
     assert outcome["message"].startswith(f"operation 1: power {argument}: {result} (BMC wol 52:54:00:aa:bb:cc, ")
     assert "attempts" not in outcome["message"]  # no retries
     assert frame == magic_frame(MAC, MAC_A, "255.255.255.255", 9)

@@ -51,15 +51,19 @@ def test_operations_run_in_order_and_the_bmc_ends_as_told(worker, services, demo
     ids = [enqueue(services, "712DM2Y", "power", "status"), enqueue(services, "712DM2Y", "bootdev", "pxe"),
            enqueue(services, "712DM2Y", "power", "reset"), enqueue(services, "712DM2Y", "power", "on"),
            enqueue(services, "712DM2Y", "bootdev", "disk", persistent=True),
-           enqueue(services, "712DM2Y", "bootdev", "status")]
+           enqueue(services, "712DM2Y", "bootdev", "status"), enqueue(services, "712DM2Y", "power", "netboot"),
+           enqueue(services, "712DM2Y", "power", "off"), enqueue(services, "712DM2Y", "power", "off")]
     outcomes = run_until_finished(worker, services, ids)
     assert [outcomes[i][:2] for i in ids] == [
         ("done", "off"), ("done", "pxe (next boot only)"), ("done", "was off: powered on"),
-        ("done", "already on"), ("done", "disk (persistent)"), ("done", "disk (persistent)")]
+        ("done", "already on"), ("done", "disk (persistent)"), ("done", "disk (persistent)"),
+        ("done", "boot device pxe (next boot only), then reset"), ("done", "powered off"),
+        ("done", "already off")]
     state = fake_state(services.settings, "712DM2Y")
-    assert (state["power"], state["bootdev"], state["persistent"]) == ("on", "disk", True)
-    # "already on" sent no command: the fake BMC was told exactly these things.
-    assert [a["action"] for a in state["actions"]] == ["bootdev pxe", "power on", "bootdev disk persistent"]
+    assert (state["power"], state["bootdev"], state["persistent"]) == ("off", "pxe", False)
+    # "already on" and "already off" sent no command: the fake BMC was told exactly these things.
+    assert [a["action"] for a in state["actions"]] == ["bootdev pxe", "power on", "bootdev disk persistent",
+                                                       "bootdev pxe", "power reset", "power off"]
     message = outcomes[ids[2]][2]
     assert message.startswith(f"operation {ids[2]}: power reset (power on if off): was off: powered on "
                               "(BMC fake 192.168.0.10, ")
@@ -67,12 +71,12 @@ def test_operations_run_in_order_and_the_bmc_ends_as_told(worker, services, demo
 
 def test_an_unreachable_bmc_fails_within_the_budget_and_says_so(worker, services, demo_data, client, auth):
     client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"address": "unreachable"}}, headers=auth)
-    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    operation_id = enqueue(services, "712DM2Y", "power", "reset")
     started = time.monotonic()
     status, result, message = run_until_finished(worker, services, [operation_id])[operation_id]
     took = time.monotonic() - started
     assert (status, result) == ("failed", None)
-    assert message.startswith(f"operation {operation_id}: power on timed out: BMC fake unreachable "
+    assert message.startswith(f"operation {operation_id}: power reset (power on if off) timed out: BMC fake unreachable "
                               "(host 712DM2Y): power status: no answer (fake BMC marked unreachable); gave up after ")
     assert 1.0 < took < 10  # backoff 0.5 s, 1 s within a 2 s budget; then it stops
     events = client.get("/api/v1/hosts/712DM2Y/events", headers=auth).get_json()["events"]

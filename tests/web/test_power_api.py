@@ -28,8 +28,8 @@ def test_power_and_bootdev_are_queued_with_202_and_can_be_polled(client, auth, d
 
 
 @pytest.mark.parametrize("path, document, status, field, words", [
-    ("power", {"action": "explode"}, 400, "argument", "power takes one of on, off, reset, status"),
-    ("power", {}, 400, "action", "expected one of on, off, reset, status"),
+    ("power", {"action": "explode"}, 400, "argument", "power takes one of on, off, reset, status, netboot"),
+    ("power", {}, 400, "action", "expected one of on, off, reset, status, netboot"),
     ("power", {"action": "on", "force": True}, 400, "force", "unknown field"),
     ("bootdev", {"device": "usb"}, 400, "argument", "bootdev takes one of pxe, disk, status"),
     ("bootdev", {"device": "pxe", "persistent": "yes"}, 400, "persistent", "expected true or false"),
@@ -60,8 +60,9 @@ def test_arming_with_power_queues_pxe_then_reset_and_without_a_bmc_arms_nothing(
     assert armed.status_code == 201
     ids = armed.get_json()["power_operations"]
     ops = [client.get(f"/api/v1/power/{i}", headers=auth).get_json() for i in ids]
-    assert [(op["action"], op["argument"], op["persistent"]) for op in ops] == [("bootdev", "pxe", False),
-                                                                                 ("power", "reset", False)]
+    assert [(op["action"], op["argument"]) for op in ops] == [("power", "netboot")]
+    assert ops[0]["description"] == ("boot from the network once (boot device pxe for the next boot, "
+                                     "then reset or power on)")
     assert all(op["install_id"] == armed.get_json()["install_id"] for op in ops)
 
     before = snapshot()

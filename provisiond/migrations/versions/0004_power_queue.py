@@ -19,7 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('power_operations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('bmc_key', sa.String(length=300), nullable=True))
-        batch_op.add_column(sa.Column('result', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('result', sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column('requested_by', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('install_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('not_before', sa.DateTime(timezone=True), nullable=True))
