@@ -69,7 +69,10 @@ def real_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
 class Server:
     """`provisiond serve` (HTTP + DHCP + TFTP) in the lab's server namespace."""
 
-    def __init__(self, lab: Lab, settings: Settings, folder: Path, kernel: Path | None) -> None:
+    def __init__(self, lab: Lab, settings: Settings, folder: Path, kernel: Path | None,
+                 initrd: Path | None = None, **extra_env: str) -> None:
+        """``kernel``/``initrd``: the files served as the profile's; dummies when None.
+        ``extra_env``: more PROVISIOND_* settings (``install_cap="1"``)."""
         self.lab = lab
         self.boot_root = folder / "bootroot"
         self.boot_root.mkdir()
@@ -94,6 +97,7 @@ class Server:
             "PROVISIOND_PXELINUX_DIR": str(self.boot_root),
             "PROVISIOND_PROFILES_DIR": str(profiles),
             "PROVISIOND_LOG_LEVEL": "INFO",
+            **{f"PROVISIOND_{key.upper()}": value for key, value in extra_env.items()},
         }
         installed = subprocess.run([sys.executable, "-m", "provisiond.cli.server", "bootloaders", "install"],
                                    env=self.env, capture_output=True, text=True)
@@ -106,7 +110,10 @@ class Server:
             shutil.copy(kernel, kernel_file)
         else:
             kernel_file.write_bytes(b"not a kernel\n" * 64)
-        initrd_file.write_bytes(b"not an initrd\n" * 64)  # a real kernel panics on it, after its command line
+        if initrd is not None:
+            shutil.copy(initrd, initrd_file)
+        else:
+            initrd_file.write_bytes(b"not an initrd\n" * 64)  # a real kernel panics on it, after its command line
         self.log = folder / "server.log"
         self.process = subprocess.Popen(
             lab.ns_cmd(lab.server_ns, sys.executable, "-m", "provisiond.cli.server", "serve"),
