@@ -19,3 +19,4 @@ echo "# provisiond benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(py
 for script in import_hosts cold_start render http_kickstart; do
   timeout 900 python "benchmarks/${script}.py" "$@"
 done
+command -v ipmi_sim >/dev/null && command -v ipmitool >/dev/null && timeout 900 python benchmarks/power.py "$@" || echo "# power.py skipped or failed (needs ipmi_sim and ipmitool)" >&2

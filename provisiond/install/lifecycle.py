@@ -102,8 +102,10 @@ class Lifecycle:
 
     # ----------------------------------------------------------------- arming
 
-    def arm(self, session: Session, serial: str, now: dt.datetime, by: str, force: bool = False) -> Armed:
-        host = get_host(session, serial)
+    def arm(self, session: Session, serial: str, now: dt.datetime, by: str, force: bool = False,
+            host: models.Host | None = None) -> Armed:
+        """``host``: the row, when the caller has loaded it already (a batch)."""
+        host = host if host is not None else get_host(session, serial)
         state = HostState(host.state)
         if state in IN_FLIGHT:
             raise IllegalTransition(f"host {serial} is already {state} (an install is under way); "

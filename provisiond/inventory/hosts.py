@@ -125,6 +125,15 @@ def get_host(session: Session, serial: str) -> models.Host:
     return host
 
 
+def get_hosts(session: Session, serials: Sequence[str]) -> list[models.Host]:
+    """Many hosts in one query, in the order asked; 404 naming the first unknown serial."""
+    found = {host.serial: host for host in session.scalars(_loaded().where(models.Host.serial.in_(serials)))}
+    for serial in serials:
+        if serial not in found:
+            raise NotFound(f"no host with serial number {serial!r}")
+    return [found[serial] for serial in serials]
+
+
 def load_record(session: Session, serial: str) -> HostRecord:
     rows = session.execute(_RECORD_BY_SERIAL, {"serial": serial}).all()
     if not rows:

@@ -8,12 +8,10 @@ few seconds; what still fails reaches the worker as :class:`Unreachable`
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from typing import Any
-
-from pyghmi.ipmi import command as ipmi_command
-from pyghmi.ipmi.private import session as pyghmi_session
 
 from provisiond.power.base import (
     AuthFailed, BmcError, BootDevice, BootSetting, Power, PowerDriver, Unreachable,
@@ -30,8 +28,23 @@ DEFAULT_PORT = 623
 IO_WAIT_SLICE = 0.01
 
 
-def _bounded_io_wait(timeout: float, myaddr: Any = None, evq: Any = None,
-                     _wait: Any = pyghmi_session._io_wait) -> Any:
+@functools.cache
+def _pyghmi() -> Any:
+    """pyghmi's Command class, imported on first use (the HTTP workers, which
+    only queue operations, never load it), with :func:`_bounded_io_wait` in place."""
+    from pyghmi.ipmi import command
+    from pyghmi.ipmi.private import session
+
+    original = session._io_wait
+
+    def bounded(timeout: float, myaddr: Any = None, evq: Any = None) -> Any:
+        return _bounded_io_wait(original, timeout, myaddr, evq)
+
+    session._io_wait = bounded
+    return command.Command
+
+
+def _bounded_io_wait(wait: Any, timeout: float, myaddr: Any, evq: Any) -> Any:
     """pyghmi's wait for an answer, in slices of at most 10 ms.
 
     pyghmi's I/O thread can read a BMC's answer before the waiting thread has
@@ -39,10 +52,7 @@ def _bounded_io_wait(timeout: float, myaddr: Any = None, evq: Any = None,
     (0.5-1 s) for an answer that is already there: measured 1 exchange in 10-30
     (benchmarks/README.md, power). Waiting in short slices makes the caller look
     again; pyghmi's own retransmit and timeout logic is unchanged."""
-    return _wait(min(timeout, IO_WAIT_SLICE), myaddr, evq)
-
-
-pyghmi_session._io_wait = _bounded_io_wait
+    return wait(IO_WAIT_SLICE if timeout is None else min(timeout, IO_WAIT_SLICE), myaddr, evq)
 
 # pyghmi hands every Command for the same BMC and credentials the same live
 # session, to drivers in other threads too. So a driver logs a session out only
@@ -89,7 +99,7 @@ class IpmiDriver(PowerDriver):
                     # credentials as given but forgets it under their bytes, so with str
                     # a session that was logged out or broke stays filed, and every later
                     # Command for this BMC gets it back, dead.
-                    command = ipmi_command.Command(
+                    command = _pyghmi()(
                         bmc=target.address, userid=(target.user or "").encode(),
                         password=(target.password or "").encode(),
                         port=target.port or DEFAULT_PORT, keepalive=False)
@@ -133,6 +143,11 @@ class IpmiDriver(PowerDriver):
 
     def power_reset(self) -> None:
         self._call("power reset", "set_power", "reset")
+
+    def power_boot(self) -> str:
+        # pyghmi reads the power state and then resets or powers on, back to back.
+        result = self._call("power reset (on if off)", "set_power", "boot")
+        return "reset" if result.get("pendingpowerstate") == "reset" else "was off: powered on"
 
     def set_boot_device(self, device: BootDevice, persistent: bool) -> None:
         self._call(f"set boot device {device}", "set_bootdev", _PYGHMI_DEVICE[device], persist=persistent)

@@ -174,8 +174,10 @@ def arm_hosts():  # type: ignore[no-untyped-def]
         raise ValidationError("pace_seconds", "expected a number of seconds from 0 to 3600")
     now = utcnow()
     with svc.db.write() as session:
-        armed = [_arm_one(session, serial, force, power, now, now + dt.timedelta(seconds=pace * i) if i else None)
-                 for i, serial in enumerate(serials)]
+        hosts = host_store.get_hosts(session, serials)
+        armed = [_arm_one(session, host.serial, force, power, now,
+                          now + dt.timedelta(seconds=pace * i) if i else None, host)
+                 for i, host in enumerate(hosts)]
     return jsonify({"installs": armed}), 201
 
 
@@ -194,9 +196,9 @@ def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
 
 
 def _arm_one(session: Any, serial: str, force: bool, power: bool, now: dt.datetime,
-             not_before: dt.datetime | None) -> dict[str, Any]:
+             not_before: dt.datetime | None, host: Any = None) -> dict[str, Any]:
     svc = services()
-    armed = svc.lifecycle.arm(session, serial, now, requester(), force=force)
+    armed = svc.lifecycle.arm(session, serial, now, requester(), force=force, host=host)
     operations: list[int] = []
     if power:
         operation = power_queue.queue_for_install(session, armed.host, armed.install_id, by=requester(), now=now,
