@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -267,10 +268,17 @@ def _bmc(raw: Any) -> tuple[Bmc | None, str | None | _Unset]:
 
 
 def _bmc_address(value: Any) -> str:
+    """An IPv4 address or a host name. Loopback is allowed: a BMC reached
+    through a local tunnel or proxy (``ssh -L``, an IPMI relay)."""
+    if isinstance(value, bool):
+        raise ValidationError("bmc.address", f"{value!r} is not an IPv4 address or host name")
     try:
-        return fields.ipv4(value, "bmc.address")
-    except ValidationError:
+        address = ipaddress.IPv4Address(str(value).strip())
+    except ValueError:
         return fields.hostname(value, "bmc.address")
+    if address.is_unspecified or address.is_multicast or address.is_reserved:
+        raise ValidationError("bmc.address", f"{address} is not a usable BMC address")
+    return str(address)
 
 
 def host_to_dict(record: HostRecord) -> dict[str, Any]:

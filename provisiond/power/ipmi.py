@@ -8,10 +8,12 @@ few seconds; what still fails reaches the worker as :class:`Unreachable`
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import Counter
 from typing import Any
+
+from pyghmi.ipmi import command as ipmi_command
+from pyghmi.ipmi.private import session as pyghmi_session
 
 from provisiond.power.base import (
     AuthFailed, BmcError, BootDevice, BootSetting, Power, PowerDriver, Unreachable,
@@ -28,23 +30,8 @@ DEFAULT_PORT = 623
 IO_WAIT_SLICE = 0.01
 
 
-@functools.cache
-def _pyghmi() -> Any:
-    """pyghmi's Command class, imported on first use (the HTTP workers, which
-    only queue operations, never load it), with :func:`_bounded_io_wait` in place."""
-    from pyghmi.ipmi import command
-    from pyghmi.ipmi.private import session
-
-    original = session._io_wait
-
-    def bounded(timeout: float, myaddr: Any = None, evq: Any = None) -> Any:
-        return _bounded_io_wait(original, timeout, myaddr, evq)
-
-    session._io_wait = bounded
-    return command.Command
-
-
-def _bounded_io_wait(wait: Any, timeout: float, myaddr: Any, evq: Any) -> Any:
+def _bounded_io_wait(timeout: float, myaddr: Any = None, evq: Any = None,
+                     _wait: Any = pyghmi_session._io_wait) -> Any:
     """pyghmi's wait for an answer, in slices of at most 10 ms.
 
     pyghmi's I/O thread can read a BMC's answer before the waiting thread has
@@ -52,7 +39,10 @@ def _bounded_io_wait(wait: Any, timeout: float, myaddr: Any, evq: Any) -> Any:
     (0.5-1 s) for an answer that is already there: measured 1 exchange in 10-30
     (benchmarks/README.md, power). Waiting in short slices makes the caller look
     again; pyghmi's own retransmit and timeout logic is unchanged."""
-    return wait(IO_WAIT_SLICE if timeout is None else min(timeout, IO_WAIT_SLICE), myaddr, evq)
+    return _wait(min(timeout, IO_WAIT_SLICE), myaddr, evq)
+
+
+pyghmi_session._io_wait = _bounded_io_wait
 
 # pyghmi hands every Command for the same BMC and credentials the same live
 # session, to drivers in other threads too. So a driver logs a session out only
@@ -99,7 +89,7 @@ class IpmiDriver(PowerDriver):
                     # credentials as given but forgets it under their bytes, so with str
                     # a session that was logged out or broke stays filed, and every later
                     # Command for this BMC gets it back, dead.
-                    command = _pyghmi()(
+                    command = ipmi_command.Command(
                         bmc=target.address, userid=(target.user or "").encode(),
                         password=(target.password or "").encode(),
                         port=target.port or DEFAULT_PORT, keepalive=False)
@@ -114,7 +104,7 @@ class IpmiDriver(PowerDriver):
         try:
             result = getattr(session, method)(*args, **kwargs)
         except Exception as exc:
-            self._drop()
+            self._drop(broken=True)
             raise self._error(operation, exc) from None
         if isinstance(result, dict) and "error" in result:
             raise BmcError(self.target, operation, str(result["error"]))
@@ -144,11 +134,6 @@ class IpmiDriver(PowerDriver):
     def power_reset(self) -> None:
         self._call("power reset", "set_power", "reset")
 
-    def power_boot(self) -> str:
-        # pyghmi reads the power state and then resets or powers on, back to back.
-        result = self._call("power reset (on if off)", "set_power", "boot")
-        return "reset" if result.get("pendingpowerstate") == "reset" else "was off: powered on"
-
     def set_boot_device(self, device: BootDevice, persistent: bool) -> None:
         self._call(f"set boot device {device}", "set_bootdev", _PYGHMI_DEVICE[device], persist=persistent)
 
@@ -163,12 +148,20 @@ class IpmiDriver(PowerDriver):
         device = _SELECTOR.get((data[3] >> 2) & 0b1111, BootDevice.DEFAULT)
         return BootSetting(device, persistent)
 
-    def _drop(self) -> None:
+    def _drop(self, broken: bool = False) -> None:
         """Forget a session that failed (or is done with): the next call logs in afresh."""
         command, self._command = self._command, None
         if command is None:
             return
         with _bmc_lock(self.target.key):
+            if broken:
+                # pyghmi hands a cached session to the next Command for this BMC
+                # unless it is marked broken; one that failed mid-command (seen:
+                # caught between logout and re-login) must not come back.
+                try:
+                    command.ipmi_session._mark_broken()
+                except Exception:
+                    pass
             if not _release(command.ipmi_session):
                 return  # another driver still uses it
             try:

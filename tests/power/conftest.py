@@ -10,15 +10,13 @@ Without ipmi_sim or ipmitool the test skips; under CI=true it fails.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require
-from tests.power.ipmisim import TOOLS, SimBmc, start_ipmi_sim
-
-StartBmc = Callable[..., SimBmc]
+from tests.power.ipmisim import PASSWORD, TOOLS, SimBmc, StartBmc, start_ipmi_sim
 
 
 @pytest.fixture
@@ -28,8 +26,8 @@ def ipmi_sim(tmp_path: Path) -> Iterator[StartBmc]:
     require(not missing, f"needs {' and '.join(missing)} (Debian packages openipmi, ipmitool)")
     started: list[SimBmc] = []
 
-    def start(power: bool = False) -> SimBmc:
-        bmc = _start_on_some_port(tmp_path / f"bmc{len(started) + 1}", power)
+    def start(power: bool = False, password: str = PASSWORD) -> SimBmc:
+        bmc = _start_on_some_port(tmp_path / f"bmc{len(started) + 1}", power, password)
         started.append(bmc)
         return bmc
 
@@ -44,11 +42,11 @@ def bmc(ipmi_sim: StartBmc) -> SimBmc:
     return ipmi_sim()
 
 
-def _start_on_some_port(directory: Path, power: bool, tries: int = 3) -> SimBmc:
+def _start_on_some_port(directory: Path, power: bool, password: str, tries: int = 3) -> SimBmc:
     """Start ipmi_sim; a free port may be taken before ipmi_sim binds it, so try another."""
     for _ in range(tries - 1):
         try:
-            return start_ipmi_sim(directory, power=power)
+            return start_ipmi_sim(directory, power=power, password=password)
         except RuntimeError:
             pass  # ipmi_sim exited (port taken meanwhile) or never answered: once more
-    return start_ipmi_sim(directory, power=power)
+    return start_ipmi_sim(directory, power=power, password=password)

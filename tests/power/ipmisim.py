@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -183,10 +184,12 @@ class SimBmc:
         return (self.directory / "ipmi_sim.log").read_text(errors="replace")
 
     def ipmitool(self, *arguments: str, port: int | None = None, timeout: float = 20) -> str:
-        """Run ipmitool against this BMC (``-C 3``: no cipher suite discovery) and return its output."""
+        """Run ipmitool against this BMC (``-C 3``: no cipher suite discovery) and return its
+        output. The password goes in the environment (``-E``), not on the command line."""
         command = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", self.host, "-p", str(port or self.port),
-                   "-U", self.user, "-P", self.password, *arguments]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+                   "-U", self.user, "-E", *arguments]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, "IPMI_PASSWORD": self.password})
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
         return done.stdout
@@ -209,6 +212,10 @@ class SimBmc:
         self.stop()
 
 
+#: What the ``ipmi_sim`` fixture gives: ``start(power=False) -> SimBmc``.
+StartBmc = Callable[..., SimBmc]
+
+
 def write_config(directory: Path, port: int, user: str = USER, password: str = PASSWORD) -> tuple[Path, Path]:
     """lan.conf, sim.emu, the chassis program and the machine's state (off, no boot override)
     in ``directory``; returns (lan.conf, sim.emu)."""
@@ -228,14 +235,14 @@ def write_config(directory: Path, port: int, user: str = USER, password: str = P
 
 
 def start_ipmi_sim(directory: Path, port: int | None = None, *, power: bool = False,
-                   ready_within: float = 10.0) -> SimBmc:
+                   ready_within: float = 10.0, password: str = PASSWORD) -> SimBmc:
     """Start ipmi_sim on ``127.0.0.1:port`` (a free one if None) with its files in
     ``directory``; return once it answers. The machine starts off unless ``power``."""
     if shutil.which("ipmi_sim") is None:
         raise FileNotFoundError("ipmi_sim is not installed (Debian package openipmi)")
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_udp_port()
-    lan, emu = write_config(directory, port)
+    lan, emu = write_config(directory, port, password=password)
     with (directory / "ipmi_sim.log").open("wb") as log:
         process = subprocess.Popen(
             ["ipmi_sim", "-c", str(lan), "-f", str(emu), "-n", "-s", str(directory / "simstate")],
@@ -243,6 +250,7 @@ def start_ipmi_sim(directory: Path, port: int | None = None, *, power: bool = Fa
             start_new_session=True,  # its own process group: stop() reaches the chassis program too
         )
     bmc = SimBmc(directory, port, process)
+    bmc.password = password
     bmc.power = power
     try:
         _wait_until_ready(bmc, ready_within)

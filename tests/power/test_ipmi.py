@@ -24,8 +24,7 @@ from provisiond.power.base import (
 )
 from provisiond.power.bmc import Outcome, Pacer, Policy, Runner, carry_out
 from provisiond.power.ipmi import IpmiDriver
-from tests.power.conftest import StartBmc
-from tests.power.ipmisim import Action, SimBmc, UdpRelay, free_udp_port
+from tests.power.ipmisim import SimBmc, StartBmc, UdpRelay, free_udp_port
 
 #: Quick pacing for a clean loopback link.
 QUICK = Policy(min_gap=0.05, budget=20.0, backoff=0.2)
@@ -39,10 +38,10 @@ def driver(target: Target) -> IpmiDriver:
 
 
 def run(target: Target, action: str, argument: str, persistent: bool = False,
-        policy: Policy = QUICK, pacer: Pacer | None = None) -> Outcome:
+        policy: Policy = QUICK) -> Outcome:
     """One operation as the worker carries it out: a fresh driver, paced, retried, closed."""
-    return carry_out(driver(target), pacer or Pacer(policy.min_gap), policy, action, argument,
-                     persistent, f"{action} {argument}")
+    return carry_out(driver(target), Pacer(policy.min_gap), policy, action, argument, persistent,
+                     f"{action} {argument}")
 
 
 def told(bmc: SimBmc) -> list[tuple[str, str]]:
@@ -92,7 +91,7 @@ def test_pxe_for_the_next_boot_only(bmc: SimBmc) -> None:
     assert told(bmc) == [("boot", "pxe")]
 
 
-def test_disk_for_good(bmc: SimBmc, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_persistently(bmc: SimBmc, monkeypatch: pytest.MonkeyPatch) -> None:
     """The request carries "valid, persistent, disk". ipmi_sim keeps the device
     but not the flags byte (it reads back 00), so persistence is checked on the
     request, and the reading is checked against ipmitool's."""
@@ -147,6 +146,18 @@ def test_reset_of_a_machine_that_is_on_resets_it(ipmi_sim: StartBmc) -> None:
     outcome = run(bmc.target(), "power", "reset")
     assert outcome.ok and outcome.result == "reset", outcome.message
     assert told(bmc) == [("reset", "1")]
+
+
+@pytest.mark.parametrize("power", [False, True], ids=["off", "on"])
+def test_netboot_sets_pxe_for_the_next_boot_then_starts_the_machine(ipmi_sim: StartBmc, power: bool) -> None:
+    bmc = ipmi_sim(power=power)
+    outcome = run(bmc.target(), "power", "netboot")
+    start = ("reset", "1") if power else ("power", "1")
+    assert outcome.ok, outcome.message
+    assert outcome.result == f"boot device pxe (next boot only), then {'reset' if power else 'was off: powered on'}"
+    assert told(bmc) == [("boot", "pxe"), start]
+    assert bmc.power
+    assert ipmitool_boot(bmc) == BootSetting(BootDevice.PXE, persistent=False)
 
 
 def test_operations_one_after_another_on_one_bmc(bmc: SimBmc) -> None:
@@ -239,10 +250,17 @@ class Span:
     call: str
 
 
+#: The driver calls the Runner makes (power_boot makes two of its own, back to back).
+CALLS = ("power_status", "power_on", "power_off", "power_reset", "power_boot", "set_boot_device",
+         "get_boot_device")
+
+
 def timed(ipmi: IpmiDriver, spans: list[Span], lock: threading.Lock) -> IpmiDriver:
-    """``ipmi`` with each BMC call's start and end appended to ``spans``."""
-    for name in ("power_status", "power_on", "power_off", "power_reset", "set_boot_device", "get_boot_device"):
-        setattr(ipmi, name, _timing(getattr(ipmi, name), name, spans, lock))
+    """``ipmi`` with the start and end of each call the Runner makes appended to ``spans``
+    (calls a driver call makes itself are part of it)."""
+    depth = threading.local()
+    for name in CALLS:
+        setattr(ipmi, name, _timing(getattr(ipmi, name), name, spans, lock, depth))
     return ipmi
 
 
@@ -310,13 +328,18 @@ class _Answers:
         return self.answer
 
 
-def _timing(call: Callable[..., Any], name: str, spans: list[Span], lock: threading.Lock) -> Callable[..., Any]:
+def _timing(call: Callable[..., Any], name: str, spans: list[Span], lock: threading.Lock,
+            depth: threading.local) -> Callable[..., Any]:
     def timed_call(*args: Any, **kwargs: Any) -> Any:
+        outermost = not getattr(depth, "inside", False)
+        depth.inside = True
         start = time.monotonic()
         try:
             return call(*args, **kwargs)
         finally:
             end = time.monotonic()
-            with lock:
-                spans.append(Span(start, end, name))
+            if outermost:
+                depth.inside = False
+                with lock:
+                    spans.append(Span(start, end, name))
     return timed_call
