@@ -25,6 +25,8 @@ _SELECTOR = {0: BootDevice.DEFAULT, 1: BootDevice.PXE, 2: BootDevice.DISK}
 _PYGHMI_DEVICE = {BootDevice.PXE: "network", BootDevice.DISK: "hd", BootDevice.DEFAULT: "default"}
 #: pyghmi's words for a refused login.
 _AUTH_WORDS = ("password", "unauthorized", "username", "user name", "privilege", "authentication")
+#: pyghmi's words when the BMC stopped answering (its retransmissions ran out).
+_NO_ANSWER_WORDS = ("timeout", "no longer connected")
 DEFAULT_PORT = 623
 #: Longest single wait inside pyghmi (seconds); see :func:`_bounded_io_wait`.
 IO_WAIT_SLICE = 0.01
@@ -106,8 +108,8 @@ class IpmiDriver(PowerDriver):
         except Exception as exc:
             self._drop(broken=True)
             raise self._error(operation, exc) from None
-        if isinstance(result, dict) and "error" in result:
-            raise BmcError(self.target, operation, str(result["error"]))
+        if isinstance(result, dict) and "error" in result:  # pyghmi's {"error": "timeout", ...}
+            raise self._error(operation, RuntimeError(str(result["error"])))
         return result
 
     def _error(self, operation: str, exc: Exception, login: bool = False) -> BmcError:
@@ -115,7 +117,7 @@ class IpmiDriver(PowerDriver):
         if any(word in text.lower() for word in _AUTH_WORDS):
             return AuthFailed(self.target, operation,
                               f"the BMC refused user {self.target.user or '(none)'!r}: {text}")
-        if not text or "timeout" in text.lower() or isinstance(exc, OSError):
+        if not text or isinstance(exc, OSError) or any(word in text.lower() for word in _NO_ANSWER_WORDS):
             stage = "logging in" if login else "waiting for the answer"
             return Unreachable(self.target, operation, f"no answer from the BMC while {stage}"
                                + (f" ({text})" if text else ""))

@@ -17,7 +17,6 @@ import os
 import random
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -74,7 +73,7 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "{chassis} 0x20"
+  chassis_control "{chassis}"
   user 2 true  "{user}"   "{password}" admin    10       none md2 md5 straight
 """
 
@@ -195,13 +194,13 @@ class SimBmc:
         return done.stdout
 
     def stop(self) -> None:
-        """Stop ipmi_sim (and whatever chassis program it is running)."""
+        """Stop ipmi_sim (its chassis program runs for milliseconds and is not waited for)."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.kill()
                 self.process.wait()
 
     def __enter__(self) -> SimBmc:
@@ -216,17 +215,21 @@ class SimBmc:
 StartBmc = Callable[..., SimBmc]
 
 
-def write_config(directory: Path, port: int, user: str = USER, password: str = PASSWORD) -> tuple[Path, Path]:
+def write_config(directory: Path, port: int, user: str = USER, password: str = PASSWORD,
+                 chassis: str | None = None) -> tuple[Path, Path]:
     """lan.conf, sim.emu, the chassis program and the machine's state (off, no boot override)
-    in ``directory``; returns (lan.conf, sim.emu)."""
+    in ``directory``; returns (lan.conf, sim.emu). ``chassis``: another chassis program
+    (a command line ipmi_sim appends ``get ...``/``set ...`` to) instead of the recording one."""
     state = directory / "machine"
     state.mkdir(parents=True, exist_ok=True)
     (directory / "simstate").mkdir(exist_ok=True)
     (state / "power").write_text("0\n")
     (state / "boot").write_text("default\n")
-    chassis = directory / "chassis.sh"
-    chassis.write_text(_CHASSIS.format(state=state))
-    chassis.chmod(0o755)
+    if chassis is None:
+        program = directory / "chassis.sh"
+        program.write_text(_CHASSIS.format(state=state))
+        program.chmod(0o755)
+        chassis = f"{program} 0x20"
     lan = directory / "lan.conf"
     lan.write_text(_LAN_CONF.format(host=HOST, port=port, chassis=chassis, user=user, password=password))
     emu = directory / "sim.emu"
@@ -246,8 +249,8 @@ def start_ipmi_sim(directory: Path, port: int | None = None, *, power: bool = Fa
     with (directory / "ipmi_sim.log").open("wb") as log:
         process = subprocess.Popen(
             ["ipmi_sim", "-c", str(lan), "-f", str(emu), "-n", "-s", str(directory / "simstate")],
+            # In the caller's process group: a Ctrl-C or timeout(1) that ends the tests ends it too.
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=directory,
-            start_new_session=True,  # its own process group: stop() reaches the chassis program too
         )
     bmc = SimBmc(directory, port, process)
     bmc.password = password

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pyghmi.exceptions import IpmiException
 
 from provisiond.power.base import (
-    AuthFailed, BootDevice, BootSetting, DriverOptions, Power, Target, Unreachable,
+    AuthFailed, BmcError, BootDevice, BootSetting, DriverOptions, Power, Target, Unreachable,
 )
 from provisiond.power.bmc import Outcome, Pacer, Policy, Runner, carry_out
 from provisiond.power.ipmi import IpmiDriver
@@ -114,6 +115,28 @@ def test_reading_a_persistent_boot_device() -> None:
     ipmi = driver(Target(serial="S1", type="ipmi", address="192.0.2.1"))
     ipmi._command = _Answers({"data": bytes([1, 5, 0b1100_0000, 0b0000_0100, 0, 0, 0])})
     assert ipmi.get_boot_device() == BootSetting(BootDevice.PXE, persistent=True)
+
+
+@pytest.mark.parametrize(("problem", "kind"), [
+    (None, Unreachable),                             # pyghmi's dead port: IpmiException(None)
+    ("timeout", Unreachable),                        # pyghmi's {"error": "timeout"}
+    ("Session no longer connected", Unreachable),    # pyghmi's retransmissions ran out
+    ("Incorrect password provided", AuthFailed),
+    ("Unauthorized name", AuthFailed),
+    ("Invalid data field in request", BmcError),
+])
+def test_pyghmi_failures_are_told_apart(problem: str | None, kind: type[BmcError]) -> None:
+    ipmi = driver(Target(serial="S1", type="ipmi", address="192.0.2.1", user="admin"))
+    error = ipmi._error("power status", IpmiException(problem))
+    assert type(error) is kind
+    assert error.retryable == (kind is not AuthFailed)
+
+
+def test_an_error_answer_is_told_apart_too() -> None:
+    ipmi = driver(Target(serial="S1", type="ipmi", address="192.0.2.1"))
+    ipmi._command = _Answers({"error": "timeout", "code": 0xFFFF})
+    with pytest.raises(Unreachable, match="get boot device: no answer from the BMC"):
+        ipmi.get_boot_device()
 
 
 def test_a_wrong_password_is_refused_at_once(bmc: SimBmc) -> None:
