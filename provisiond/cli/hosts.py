@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -217,7 +218,7 @@ def add_host(api: ApiClient, /, path: str | None, bmc_password_stdin: bool, as_j
     if not document:
         raise click.UsageError("give --file FILE, or at least --serial, --hostname, --mac and --profile")
     if bmc_password_stdin:
-        document = with_password(document, read_password(click.get_text_stream("stdin")))
+        document = with_password(document, read_password(sys.stdin))
     host = api.create_host(document)
     if as_json:
         echo_json(host)
@@ -262,7 +263,7 @@ def edit_host(api: ApiClient, serial: str, sets: tuple[str, ...], path: str | No
     patch = read_document(path) if path else {}
     changes = edit_changes(api.get_host(serial), patch, parsed)
     if bmc_password_stdin:
-        changes = with_password(changes, read_password(click.get_text_stream("stdin")))
+        changes = with_password(changes, read_password(sys.stdin))
     if not changes:
         raise click.UsageError("nothing to change: give --set FIELD=VALUE, --file or --bmc-password-stdin")
     host = api.patch_host(serial, changes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -85,7 +86,7 @@ def confirm(question: str, refusal: str) -> None:
     it is a usage error (exit 2): a script must say ``--yes``."""
     click.echo(f"{question} [y/N]: ", nl=False, err=True)
     try:
-        answer = click.get_text_stream("stdin").readline()
+        answer = sys.stdin.readline()
     except KeyboardInterrupt:
         click.echo(err=True)
         raise click.Abort() from None
