@@ -4,7 +4,11 @@
 ``br0`` at 10.77.0.1/24), ``provisiond serve`` on it (full-mode DHCP, TFTP,
 HTTP; the test's own database), and ``e2e.machine(...)`` for any number of
 QEMU machines, each on its own tap in the bridge, with its own MAC, SMBIOS
-serial, memory, CPU count, raw virtio disk and serial-console log per boot.
+serial, memory, CPU count, raw virtio disk and serial-console log per boot,
+and (``bmc=True``) its own BMC: an ipmi_sim in the lab's namespace whose
+chassis program (``chassis.sh``) really starts, stops and resets that
+machine's QEMU process, and whose boot device sets the firmware's boot order.
+``e2e.provctl(...)`` runs provctl in the namespace against the server.
 
 The profile's kernel and initrd, served from provisiond's ``/boot``, are the
 test installer: a real Debian kernel (``tests/e2e/kernel.py``, fetched with
@@ -12,7 +16,7 @@ test installer: a real Debian kernel (``tests/e2e/kernel.py``, fetched with
 ``tests/e2e/installer/build-initramfs.sh`` from busybox-static and curl. It
 runs the kickstart provisiond composes (see ``installer/ks-run``).
 
-Everything (VMs, taps, namespace, server) is torn down after the test; the
+Everything (VMs, BMCs, taps, namespace, server) is torn down after the test; the
 machine's own interfaces are never touched. Under CI=true a missing
 prerequisite fails the test instead of skipping it.
 """
@@ -20,11 +24,14 @@ prerequisite fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +40,8 @@ from provisiond.services import Services
 from tests.conftest import require
 from tests.e2e.kernel import MODULES, Kernel, KernelUnavailable, fetch_kernel
 from tests.netboot.conftest import Lab, lab  # noqa: F401  (the fixture, shared with tests/netboot)
-from tests.netboot.test_qemu_pxe import Server
+from tests.netboot.test_qemu_pxe import PUBLIC_URL, Server, alive
+from tests.power.ipmisim import TOOLS, SimBmc, write_config
 
 INSTALLER = PROJECT_ROOT / "tests" / "e2e" / "installer"
 #: Bounds on a broken boot (seconds), never assertions on speed.
@@ -64,16 +72,86 @@ def installer_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("installer") / "initrd.img"
     modules = [arg for name in MODULES for arg in ("--module", str(kernel.modules / f"{name}.ko"))]
     built = subprocess.run(["bash", str(INSTALLER / "build-initramfs.sh"), "--out", str(out), *modules],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     require(built.returncode == 0, f"building the installer initramfs failed: {built.stdout}{built.stderr}")
     return out
 
 
+CHASSIS = PROJECT_ROOT / "tests" / "e2e" / "chassis.sh"
+#: A bound on a BMC's start and on the power worker's reaction (seconds).
+BMC_WAIT = 60
+#: Where each machine's ipmi_sim listens: 127.0.0.1 of the lab's namespace
+#: (where provisiond runs), port BMC_PORT + the machine's index.
+BMC_PORT = 6230
+
+
+class LabBmc(SimBmc):
+    """One machine's ipmi_sim, in the lab's namespace, whose chassis program
+    (``chassis.sh``) powers that machine's QEMU process on, off and through a
+    reset. What it was told is in :meth:`calls`/:meth:`actions`, as for the
+    recording BMC of tests/power."""
+
+    def __init__(self, lab: Lab, directory: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(directory, port, process)
+        self.lab = lab
+
+    @classmethod
+    def start(cls, lab: Lab, vm_folder: Path, port: int) -> LabBmc:
+        directory = vm_folder / "bmc"
+        lan, emu = write_config(directory, port, chassis=f"{CHASSIS} {vm_folder}")
+        (directory / "machine" / "boot").write_text("none\n")  # no override: the machine's own order
+        (directory / "machine" / "power").unlink()  # the power is QEMU's, not a file's
+        with (directory / "ipmi_sim.log").open("wb") as log:
+            process = subprocess.Popen(
+                lab.ns_cmd(lab.server_ns, "ipmi_sim", "-c", str(lan), "-f", str(emu), "-n",
+                           "-s", str(directory / "simstate")),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+        bmc = cls(lab, directory, port, process)
+        deadline = time.monotonic() + BMC_WAIT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"ipmi_sim exited ({process.returncode}): {bmc.log()}")
+            try:
+                bmc.ipmitool("chassis", "power", "status", timeout=10)
+                break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    bmc.stop()
+                    raise
+                time.sleep(0.2)
+        bmc.clear()  # the readiness checks are not the test's
+        return bmc
+
+    def record(self) -> dict[str, Any]:
+        """The host record's ``bmc``: what provisiond uses to reach this one."""
+        return {"type": "ipmi", "address": self.host, "port": self.port, "user": self.user,
+                "password": self.password}
+
+    def ipmitool(self, *arguments: str, port: int | None = None, timeout: float = 20) -> str:
+        """ipmitool against this BMC, from the lab's namespace."""
+        command = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", self.host, "-p", str(port or self.port),
+                   "-U", self.user, "-E", *arguments]
+        done = subprocess.run(self.lab.ns_cmd(self.lab.server_ns, *command), capture_output=True, text=True,
+                              timeout=timeout, check=False, env={**os.environ, "IPMI_PASSWORD": self.password})
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
+        return done.stdout
+
+    def sets(self) -> list[tuple[str, str]]:
+        """What the BMC told the chassis, oldest first: ``("boot", "pxe")``, ``("power", "1")``."""
+        return [(action.name, action.value) for action in self.actions()]
+
+
 class Machine:
-    """One QEMU machine on its own tap in ``br0``: PXE first (iPXE ROM), a raw
-    virtio disk that outlives its boots, and one serial log per boot. With
-    ``-no-reboot`` a guest reboot or power-off ends the QEMU process; the
-    next :meth:`boot` is the machine's next power-on, with the same disk."""
+    """One QEMU machine on its own tap in ``br0``: an iPXE ROM on its virtio
+    NIC, a raw virtio disk that outlives its boots, one serial log per boot.
+
+    It is switched on and off by ``chassis.sh`` — by its BMC (``bmc=True``:
+    an ipmi_sim in the lab whose chassis program that is) or by the test
+    pressing the power button (:meth:`boot`, :meth:`kill`); either way
+    ``qemu.sh`` in its folder is its QEMU command line. With ``-no-reboot`` a
+    guest reboot or power-off ends the QEMU process: the machine is off, and
+    the next power-on is its next boot, with the same disk."""
 
     def __init__(self, lab: Lab, folder: Path, index: int, *, mac: str, serial: str, memory_mib: int,
                  cpus: int, manufacturer: str, product: str, disk_mib: int) -> None:
@@ -87,81 +165,158 @@ class Machine:
         lab.run(lab.server_ns, "ip", "tuntap", "add", "dev", self.tap, "mode", "tap", check=True)
         lab.run(lab.server_ns, "ip", "link", "set", self.tap, "master", "br0", check=True)
         lab.run(lab.server_ns, "ip", "link", "set", self.tap, "up", check=True)
-        self.boots = 0
         self.exited = self.timed_out = False  # how the last wait() ended
-        self.process: subprocess.Popen[bytes] | None = None
-        self.serial_log = folder / "serial-0.log"
+        self.bmc: LabBmc | None = None
+        smbios = f"type=1,serial={serial},manufacturer={manufacturer},product={product}"
+        fixed = ["qemu-system-x86_64", "-accel", "tcg,thread=single", "-m", str(memory_mib), "-smp", str(cpus),
+                 "-smbios", smbios, "-no-reboot", "-nographic", "-display", "none", "-monitor", "none",
+                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+                 "-drive", f"file={self.disk},format=raw,if=none,id=d0"]
+        command = folder / "qemu.sh"
+        command.write_text(
+            "#!/bin/sh\n"
+            f"# Lab machine {serial} (tests/e2e/conftest.py), started by chassis.sh with SERIAL_LOG,\n"
+            "# NET_BOOTINDEX and DISK_BOOTINDEX set (the firmware's boot order: 1 first).\n"
+            f"exec {shlex.join(fixed)} \\\n"
+            '  -serial "file:$SERIAL_LOG" \\\n'
+            f'  -device "virtio-net-pci,netdev=n0,mac={mac},bootindex=$NET_BOOTINDEX" \\\n'
+            '  -device "virtio-blk-pci,drive=d0,bootindex=$DISK_BOOTINDEX"\n')
+
+    # ------------------------------------------------------------- power
+
+    def chassis(self, *arguments: str) -> str:
+        done = self.lab.run(self.lab.server_ns, "sh", str(CHASSIS), str(self.folder), *arguments, timeout=30)
+        assert done.returncode == 0, f"chassis.sh {' '.join(arguments)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    @property
+    def boots(self) -> int:
+        """Power-ons so far (by the BMC or the button)."""
+        counter = self.folder / "boots"
+        return int(counter.read_text()) if counter.exists() else 0
+
+    @property
+    def serial_log(self) -> Path:
+        return self.folder / f"serial-{self.boots}.log"
+
+    def running(self) -> bool:
+        """Whether its QEMU process is alive (what its BMC reports as power)."""
+        try:
+            pid = int((self.folder / "qemu.pid").read_text())
+            return alive(pid) and f"{self.folder}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return False
 
     def boot(self) -> None:
-        """Power on: a new QEMU process on the same disk, logging to serial-<n>.log."""
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.boots += 1
-        self.serial_log = self.folder / f"serial-{self.boots}.log"
-        smbios = f"type=1,serial={self.serial},manufacturer={self.manufacturer},product={self.product}"
-        self.process = subprocess.Popen(self.lab.ns_cmd(
-            self.lab.server_ns, "qemu-system-x86_64", "-accel", "tcg,thread=single",
-            "-m", str(self.memory_mib), "-smp", str(self.cpus), "-smbios", smbios,
-            "-boot", "n", "-no-reboot", "-nographic", "-display", "none", "-monitor", "none",
-            "-serial", f"file:{self.serial_log}",
-            "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
-            "-drive", f"file={self.disk},format=raw,if=virtio"),
-            stdout=(self.folder / f"qemu-{self.boots}.log").open("wb"), stderr=subprocess.STDOUT)
+        """Press the power button: the next boot, on the same disk."""
+        assert not self.running(), "already running"
+        self.chassis("button", "on")
+
+    def kill(self) -> None:
+        """Switch it off (if it is on), behind its BMC's back."""
+        self.chassis("button", "off")
+
+    def wait_for_power_on(self, boots: int, timeout: float = BMC_WAIT) -> None:
+        """Wait (bounded) until its ``boots``-th power-on (by its BMC)."""
+        deadline = time.monotonic() + timeout
+        while self.boots < boots:
+            assert time.monotonic() < deadline, f"{self.serial} was not powered on ({self.boots} boots)"
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------- what it did
 
     def console(self) -> str:
-        return self.serial_log.read_text(errors="replace").replace("\r", "") if self.serial_log.exists() else ""
+        log = self.serial_log
+        return log.read_text(errors="replace").replace("\r", "") if log.exists() else ""
 
-    def wait(self, until: Callable[[str], bool] | None = None, timeout: float = BOOT_WAIT) -> str:
-        """Wait (bounded) for QEMU to exit, or for ``until(console)``; then
-        make sure the machine is off. Returns the console of this boot."""
-        assert self.process is not None
+    def qemu_errors(self) -> str:
+        """What QEMU itself said on this boot, but for being stopped."""
+        log = self.folder / f"qemu-{self.boots}.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return "\n".join(line for line in lines if "terminating on signal" not in line)
+
+    def wait(self, until: Callable[[str], object] | None = None, timeout: float = BOOT_WAIT) -> str:
+        """Wait (bounded) for the machine to switch itself off, or for
+        ``until(console)``; then make sure it is off. Returns the console of
+        this boot."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
+        while time.monotonic() < deadline and self.running():
             if until is not None and until(self.console()):
                 break
             time.sleep(0.5)
         self.timed_out = time.monotonic() >= deadline
-        self.exited = self.process.poll() is not None
+        self.exited = not self.running()
         self.kill()
-        if self.exited and self.process.returncode != 0:  # QEMU itself failed (a guest reboot exits 0)
-            qemu = (self.folder / f"qemu-{self.boots}.log").read_text(errors="replace")
-            raise AssertionError(f"QEMU exited with {self.process.returncode}: {qemu}\n{self.console()}")
+        if self.exited and self.qemu_errors():
+            raise AssertionError(f"QEMU failed: {self.qemu_errors()}\n{self.console()}")
+        return self.console()
+
+    def wait_until(self, until: Callable[[str], object], timeout: float = BOOT_WAIT) -> str:
+        """Wait (bounded) for ``until(console)`` and leave the machine as it is;
+        fail if it switches off first or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while not until(self.console()):
+            assert self.running(), f"{self.serial} switched off:\n{self.qemu_errors()}\n{self.console()}"
+            assert time.monotonic() < deadline, f"{self.serial}: still waiting after {timeout} s:\n{self.console()}"
+            time.sleep(0.5)
         return self.console()
 
     def disk_head(self, size: int = 512) -> bytes:
         with self.disk.open("rb") as disk:
             return disk.read(size)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait()
-
 
 class E2ELab:
     """The lab of one test: the segment, the server and the machines on it."""
 
-    def __init__(self, lab: Lab, server: Server, folder: Path) -> None:
-        self.lab, self.server, self.folder = lab, server, folder
+    def __init__(self, lab: Lab, server: Server, folder: Path, token: str) -> None:
+        self.lab, self.server, self.folder, self.token = lab, server, folder, token
         self.machines: list[Machine] = []
+        self.home = folder / "home"  # provctl's HOME: no developer config leaks in
+        self.home.mkdir()
 
     def machine(self, serial: str, mac: str, *, memory_mib: int = 512, cpus: int = 1,
-                manufacturer: str = "QEMU-Lab", product: str = "Standard-PC-i440FX", disk_mib: int = 64) -> Machine:
+                manufacturer: str = "QEMU-Lab", product: str = "Standard-PC-i440FX", disk_mib: int = 64,
+                bmc: bool = False) -> Machine:
+        """A machine, off; ``bmc``: with its own ipmi_sim (``vm.bmc``)."""
         folder = self.folder / f"vm-{serial}"
         folder.mkdir()
-        vm = Machine(self.lab, folder, len(self.machines), mac=mac, serial=serial, memory_mib=memory_mib,
+        index = len(self.machines)
+        vm = Machine(self.lab, folder, index, mac=mac, serial=serial, memory_mib=memory_mib,
                      cpus=cpus, manufacturer=manufacturer, product=product, disk_mib=disk_mib)
         self.machines.append(vm)
+        if bmc:
+            vm.bmc = LabBmc.start(self.lab, folder, BMC_PORT + index)
         return vm
+
+    def provctl_command(self, *arguments: str) -> tuple[list[str], dict[str, str]]:
+        """provctl as an operator on the boot network runs it: a process in
+        the lab's namespace, talking HTTP to the server, with an admin token."""
+        env = {k: v for k, v in os.environ.items() if k not in ("PROVISIOND_URL", "PROVISIOND_TOKEN",
+                                                                  "PROVCTL_CONFIG")}
+        env.update(HOME=str(self.home), PROVISIOND_URL=PUBLIC_URL, PROVISIOND_TOKEN=self.token)
+        return self.lab.ns_cmd(self.lab.server_ns, sys.executable, "-m", "provisiond.cli.provctl", *arguments), env
+
+    def provctl(self, *arguments: str, status: int = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command, env = self.provctl_command(*arguments)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == status, \
+            f"provctl {' '.join(arguments)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
 
     def server_log(self) -> str:
         return self.server.log.read_text(errors="replace")
 
     def close(self) -> None:
-        for vm in self.machines:
-            vm.kill()
-        self.server.stop()
+        # The server first (no more BMC commands), then the BMCs, then the machines.
+        try:
+            self.server.stop()
+        finally:
+            for vm in self.machines:
+                if vm.bmc is not None:
+                    vm.bmc.stop()
+                vm.kill()
 
 
 @pytest.fixture
@@ -173,14 +328,14 @@ def e2e_env() -> dict[str, str]:
 
 @pytest.fixture
 def e2e(lab: Lab, settings: Settings, services: Services, tmp_path: Path, kernel: Kernel,  # noqa: F811
-        installer_initrd: Path, e2e_env: dict[str, str]) -> Iterator[E2ELab]:
+        installer_initrd: Path, e2e_env: dict[str, str], admin_token: str) -> Iterator[E2ELab]:
     require(os.path.exists("/dev/net/tun"), "needs /dev/net/tun")
-    _needs("qemu-system-x86_64", "curl")
+    _needs("qemu-system-x86_64", "curl", *TOOLS)
     require(Path("/usr/lib/ipxe/qemu/pxe-virtio.rom").exists() or Path("/usr/lib/ipxe/qemu/efi-virtio.rom").exists(),
             "needs ipxe-qemu (QEMU's iPXE option ROMs)")
     services.vault  # one key for the server and the test's own API calls
     server = Server(lab, settings, tmp_path, kernel.vmlinuz, installer_initrd, **e2e_env)
-    running = E2ELab(lab, server, tmp_path)
+    running = E2ELab(lab, server, tmp_path, admin_token)
     try:
         yield running
     finally:

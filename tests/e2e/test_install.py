@@ -9,12 +9,14 @@ time (waits are bounded only so a broken boot fails).
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import E2ELab, Machine
+from tests.e2e.installer import bootsector
 from tests.netboot.test_dhcp_lab import add_host
 from tests.netboot.test_qemu_pxe import ADDRESS, PUBLIC_URL
 
@@ -22,15 +24,30 @@ MARKER = b"PROVISIOND-INSTALLED "
 KSVALIDATOR = Path(sys.executable).parent / "ksvalidator"
 
 
+#: What the installed disk's boot sector prints: a banner, then block 1 (the
+#: firmware's console wraps it at 80 columns), then a blank line.
+BOOTED_FROM_DISK = re.compile(r"provisiond-lab: booting the installed system from disk\n(PROVISIOND-INSTALLED .*?)\n\n",
+                              re.DOTALL)
+
+
 def installed(vm: Machine) -> tuple[dict[str, str], str]:
     """What the installer left on the disk: the marker's fields and the
-    kickstart it ran (block 0, then the kickstart from block 1)."""
+    kickstart it ran (block 0: the boot sector, block 1: the marker, then
+    the kickstart from block 2; see installer/ks-run)."""
     head = vm.disk_head(1 << 20)
-    assert head.startswith(MARKER), head[:120]
-    fields = dict(word.split("=", 1) for word in head[:512].split(b"\n", 1)[0].decode().split()[1:])
-    kickstart = head[512:512 + int(fields["bytes"])]
+    assert head[:512] == bootsector.build(), head[:512]
+    block = head[512:1024]
+    assert block.startswith(MARKER), block[:120]
+    fields = dict(word.split("=", 1) for word in block.split(b"\n", 1)[0].decode().split()[1:])
+    kickstart = head[1024:1024 + int(fields["bytes"])]
     assert hashlib.sha256(kickstart).hexdigest()[:16] == fields["kickstart"], fields
     return fields, kickstart.decode()
+
+
+def booted_from_disk(console: str) -> str | None:
+    """The marker line the installed disk's boot sector printed, if it did."""
+    found = BOOTED_FROM_DISK.search(console)
+    return found.group(1).replace("\n", "") if found else None
 
 
 def host(client: Any, auth: dict[str, str], serial: str) -> dict[str, Any]:
@@ -95,9 +112,10 @@ def test_install_runs_once_then_the_machine_boots_locally(e2e: E2ELab, client: A
 
     # Second power-on: the PXE answer is now local boot; no installer, no second install.
     vm.boot()
-    console = vm.wait(until=lambda text: "No bootable device" in text)
+    console = vm.wait(until=booted_from_disk)
     assert f"provisiond: local boot (host {vm.serial} is installed" in console, console
     assert "Booting from Hard Disk" in console, console  # the BIOS went on to the disk
+    assert booted_from_disk(console) == disk[512:1024].split(b"\n")[0].decode(), console  # and booted it
     assert "Linux version" not in console and "provisiond-installer" not in console, console
     assert vm.disk_head(1 << 20) == disk  # what the one install wrote, untouched
     record = host(client, auth, vm.serial)

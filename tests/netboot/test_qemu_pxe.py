@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,13 +115,53 @@ class Server:
             shutil.copy(initrd, initrd_file)
         else:
             initrd_file.write_bytes(b"not an initrd\n" * 64)  # a real kernel panics on it, after its command line
+        self.profiles = profiles
         self.log = folder / "server.log"
-        self.process = subprocess.Popen(
-            lab.ns_cmd(lab.server_ns, sys.executable, "-m", "provisiond.cli.server", "serve"),
-            env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.log.write_bytes(b"")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start `provisiond serve` (again after :meth:`kill`: the same database,
+        settings and files; its log goes on in the same file)."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.lab.ns_cmd(self.lab.server_ns, sys.executable, "-m", "provisiond.cli.server", "serve"),
+                env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self._wait()
 
+    def processes(self) -> list[int]:
+        """The server's processes: the master (``ip netns exec`` execs it) and
+        everything under it (the HTTP workers), master first."""
+        assert self.process is not None
+        return process_tree(self.process.pid)
+
+    def kill(self, within: float = 30) -> list[int]:
+        """SIGKILL to the server and every process under it at once (what
+        systemd does to a unit's processes, or a power cut), then wait
+        (bounded) until they are all gone. Returns their pids."""
+        assert self.process is not None
+        pids = self.processes()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=within)
+        deadline = time.monotonic() + within
+        while any(alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"killed server processes still alive: {pids}"
+            time.sleep(0.1)
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far,
+        with the processes it has reaped (HTTP workers that ended)."""
+        return sum(cpu_seconds(pid) for pid in self.processes())
+
     def _wait(self) -> None:
+        assert self.process is not None
         for _ in range(150):
             if self.process.poll() is not None:
                 raise RuntimeError(f"provisiond serve exited:\n{self.log.read_text()}")
@@ -131,7 +172,7 @@ class Server:
         raise RuntimeError(f"provisiond serve did not answer:\n{self.log.read_text()}")
 
     def stop(self) -> str:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
@@ -139,6 +180,47 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         return self.log.read_text(errors="replace")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from the field after the command name (state first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, queue = [], [root]
+    while queue:
+        pid = queue.pop(0)
+        if _stat(pid) is not None:
+            tree.append(pid)
+            queue.extend(sorted(children.get(pid, [])))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and of its children it has waited for."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@
 # Contents: busybox from Debian's busybox-static (sh, awk, ip, udhcpc, dd...
 # as symlinks), curl and the shared libraries it links (the kickstart
 # fragments call curl, as they do under Anaconda), the kernel modules given
-# (loaded by /init in the order given), and this folder's init, ks-run and
-# udhcpc.script. Needs busybox-static, cpio, curl and gzip; no root.
+# (loaded by /init in the order given), this folder's init, ks-run and
+# udhcpc.script, and the boot sector ks-run writes to the disk (made by
+# bootsector.py). Needs busybox-static, cpio, curl, gzip and python3; no root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="" modules=()
@@ -27,10 +28,12 @@ if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
 fi
 curl=$(command -v curl) || { echo "needs curl" >&2; exit 1; }
 command -v cpio >/dev/null || { echo "needs cpio" >&2; exit 1; }
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null || { echo "needs python3 (or PYTHON=...)" >&2; exit 1; }
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,usr/bin,usr/share/udhcpc,lib/modules}
+mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,usr/bin,usr/share/udhcpc,usr/share/provisiond,lib/modules}
 ln -s bin "$root/sbin"
 ln -s bin "$root/usr/sbin"
 
@@ -58,6 +61,7 @@ done
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/ks-run" "$root/usr/bin/ks-run"
 install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
+"$python" "$here/bootsector.py" "$root/usr/share/provisiond/bootsector.bin"
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 
