@@ -151,8 +151,9 @@ def free_port() -> int:
 class LiveServer:
     """``provisiond serve`` in a subprocess (real gunicorn workers)."""
 
-    def __init__(self, settings: Settings, workers: int = 2, **extra_env: str) -> None:
-        self.port = free_port()
+    def __init__(self, settings: Settings, workers: int = 2, port: int | None = None, **extra_env: str) -> None:
+        """``port``: the same one as a stopped server's, to model a restart."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,

@@ -146,6 +146,37 @@ def test_pre_waits_for_a_slot_printing_each_retry(server, services, auth, machin
     assert state(server, auth) == ("installing", None)
 
 
+def test_pre_keeps_waiting_for_a_slot_through_a_server_restart(server, services, settings, auth, machine):
+    """A restart of provisiond while installers wait for slots must not halt them."""
+    describe, run = machine
+    other_token, _ = fetch_kickstart(server, services, auth, "SN-WEB-0001")
+    report = {"serial": "SN-WEB-0001", "boot_mac": "52:54:00:00:00:01", "nics": [], "cpus": 4, "memory_mib": 8000}
+    assert requests.post(f"{server.url}/install/{other_token}/pre-report", json=report).status_code == 200
+    assert requests.post(f"{server.url}/install/{other_token}/slot").status_code == 200
+
+    describe("712DM2Y")
+    _token, parts = fetch_kickstart(server, services, auth)
+    process = describe.start(parts["pre"].replace("sleep 5", "sleep 1"))  # the unreachable pause, shortened
+    restarted = None
+    try:
+        deadline = time.monotonic() + 30
+        while state(server, auth)[0] != "queued" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.stop()
+        time.sleep(3)  # the installer finds nobody home a few times
+        restarted = LiveServer(settings, port=server.port, PROVISIOND_INSTALL_CAP="1",
+                               PROVISIOND_SLOT_RETRY_SECONDS="1")
+        assert requests.post(f"{server.url}/install/{other_token}/done").status_code == 200
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        if restarted is not None:
+            restarted.stop()
+    assert process.returncode == 0, output
+    assert "provisiond: slot request failed (000): provisiond unreachable, retry 1 of 60 in 5 s" in output
+    assert output.index("unreachable") < output.index("install slot granted")
+
+
 def test_onerror_reports_the_failure(server, services, auth, machine):
     describe, run = machine
     describe("712DM2Y")

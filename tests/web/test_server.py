@@ -1,0 +1,46 @@
+"""The embedded gunicorn: HTTP workers end with their master."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import LiveServer
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_die_with_a_killed_master_and_a_restart_gets_the_port(settings, services):
+    services.vault  # noqa: B018
+    server = LiveServer(settings)
+    workers = children(server.process.pid)
+    assert len(workers) >= 2
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "HTTP workers outlived their master"
+        time.sleep(0.1)
+    again = LiveServer(settings, port=server.port)
+    try:
+        assert requests.get(f"{again.url}/healthz", timeout=5).ok
+    finally:
+        again.stop()
