@@ -155,3 +155,6 @@ def test_hardware_mismatch_halts_in_pre_and_says_why(e2e: E2ELab, client: Any, a
     events = timeline(client, auth, "SN-E2E-22")
     assert any(kind == "hardware" and "wrong serial number" in m for kind, m in events), events
     assert not any(kind in ("slot", "installed") for kind, _ in events), events
+    logged = e2e.provctl("log", "SN-E2E-22").stdout  # what the operator reads
+    assert "wrong serial number: the machine reports SN-E2E-22X, the data source expects SN-E2E-22" in logged, logged
+    assert "failed (hw_mismatch)" in logged or "hw_mismatch" in logged, logged
