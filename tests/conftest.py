@@ -183,6 +183,7 @@ class LiveServer:
                     return
             except requests.ConnectionError:
                 time.sleep(0.1)
+        self.stop()  # never leave a server behind
         raise RuntimeError(f"provisiond serve did not answer in 30 s: {self.log.read_text()}")
 
     def stop(self) -> None:
