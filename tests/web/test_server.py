@@ -30,9 +30,11 @@ def alive(pid: int) -> bool:
 
 def test_workers_die_with_a_killed_master_and_a_restart_gets_the_port(settings, services):
     services.vault  # noqa: B018
-    server = LiveServer(settings)
-    workers = children(server.process.pid)
-    assert len(workers) >= 2
+    server = LiveServer(settings)  # 2 workers; /healthz answers once the first is up
+    deadline = time.monotonic() + 20
+    while len(workers := children(server.process.pid)) < 2:
+        assert time.monotonic() < deadline, f"gunicorn started {len(workers)} of 2 workers"
+        time.sleep(0.05)
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait()
     deadline = time.monotonic() + 20
