@@ -31,16 +31,23 @@ def alive(pid: int) -> bool:
 def test_workers_die_with_a_killed_master_and_a_restart_gets_the_port(settings, services):
     services.vault  # noqa: B018
     server = LiveServer(settings)  # 2 workers; /healthz answers once the first is up
-    deadline = time.monotonic() + 20
-    while len(workers := children(server.process.pid)) < 2:
-        assert time.monotonic() < deadline, f"gunicorn started {len(workers)} of 2 workers"
-        time.sleep(0.05)
-    os.kill(server.process.pid, signal.SIGKILL)
-    server.process.wait()
-    deadline = time.monotonic() + 20
-    while any(alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, "HTTP workers outlived their master"
-        time.sleep(0.1)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := children(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, f"gunicorn started {len(workers)} of 2 workers"
+            time.sleep(0.05)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "HTTP workers outlived their master"
+            time.sleep(0.1)
+    finally:  # whatever failed, leave nothing running
+        server.stop()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
     again = LiveServer(settings, port=server.port)
     try:
         assert requests.get(f"{again.url}/healthz", timeout=5).ok
