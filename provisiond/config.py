@@ -106,8 +106,6 @@ class Settings:
     power_poll_ms: int = 50
     #: Milliseconds between the end of one command to a BMC and the next (0: none).
     bmc_min_gap_ms: int = 200
-    #: Seconds one BMC command may take before it counts as unanswered.
-    bmc_timeout_seconds: int = 5
     #: Seconds all attempts of one operation may take (retries back off exponentially).
     bmc_budget_seconds: int = 30
     #: Batch installs start one machine every this many milliseconds.
@@ -130,7 +128,7 @@ _POSITIVE_INT_KEYS = {
     "dhcp_port", "tftp_port", "tftp_max_transfers", "tftp_timeout_seconds",
     "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
     "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "reaper_interval_seconds",
-    "power_workers", "power_poll_ms", "bmc_timeout_seconds", "bmc_budget_seconds", "wol_port",
+    "power_workers", "power_poll_ms", "bmc_budget_seconds", "wol_port",
 }
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 

@@ -7,8 +7,6 @@ lifecycle owns it); this module writes what the operator says a host is.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -300,12 +298,8 @@ def _groups(session: Session, names: Sequence[str]) -> list[models.Group]:
 
 
 def record_event(session: Session, host_id: int | None, kind: str, message: str,
-                 data: dict[str, Any] | None = None, at: dt.datetime | None = None) -> None:
-    """One timeline line; ``at``: when it happened, if not now (a queued line)."""
-    event = models.Event(host_id=host_id, kind=kind, message=message, data=data or {})
-    if at is not None:
-        event.time = at
-    session.add(event)
+                 data: dict[str, Any] | None = None) -> None:
+    session.add(models.Event(host_id=host_id, kind=kind, message=message, data=data or {}))
 
 
 # --------------------------------------------------------------------------- bulk

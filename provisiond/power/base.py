@@ -72,8 +72,6 @@ class Target:
 class DriverOptions:
     """Settings every driver may use."""
 
-    #: Seconds one attempt may take.
-    timeout: float = 5.0
     #: Where the fake driver keeps its BMCs' state.
     state_dir: str = ""
     #: Wake-on-LAN: send on this interface (raw Ethernet), else a UDP broadcast.

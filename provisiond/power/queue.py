@@ -125,7 +125,13 @@ def has_work(session: Session, now: dt.datetime) -> bool:
 
 def has_abandoned(session: Session, now: dt.datetime) -> bool:
     op = models.PowerOperation
-    return session.scalar(select(op.id).where(op.status == "running", op.lease_until < now).limit(1)) is not None
+    return session.scalar(select(op.id).where(_abandoned(now)).limit(1)) is not None
+
+
+def _abandoned(now: dt.datetime):  # type: ignore[no-untyped-def]
+    """Running, but its worker's lease has passed."""
+    op = models.PowerOperation
+    return and_(op.status == "running", op.lease_until < now)
 
 
 def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
@@ -158,7 +164,7 @@ def claim(session: Session, now: dt.datetime, lease: dt.timedelta, limit: int) -
 def requeue_abandoned(session: Session, now: dt.datetime) -> list[int]:
     """Running operations whose worker is gone (lease passed) are queued again."""
     op = models.PowerOperation
-    abandoned = session.scalars(select(op).where(op.status == "running", op.lease_until < now)).all()
+    abandoned = session.scalars(select(op).where(_abandoned(now))).all()
     for operation in abandoned:
         operation.status = "queued"
         operation.lease_until = None

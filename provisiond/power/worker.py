@@ -25,7 +25,7 @@ log = logging.getLogger("provisiond.power")
 
 def options_of(services: Services) -> DriverOptions:
     s = services.settings
-    return DriverOptions(timeout=float(s.bmc_timeout_seconds), state_dir=str(s.data_dir / "fake-bmc"),
+    return DriverOptions(state_dir=str(s.data_dir / "fake-bmc"),
                          wol_interface=s.wol_interface, wol_broadcast=s.wol_broadcast, wol_port=s.wol_port)
 
 

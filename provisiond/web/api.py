@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.orm import Session
 
 from provisiond.errors import BadRequest, Conflict, ValidationError
 from provisiond.install import lifecycle, timeline
@@ -18,11 +19,11 @@ from provisiond.inventory import hosts as host_store
 from provisiond.inventory.schema import host_to_dict, parse_host
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
 from provisiond.kickstart.composer import InstallContext
-from provisiond.models import utcnow
+from provisiond.models import Host, utcnow
 from provisiond.power import queue as power_queue
 from provisiond.web import services
 from provisiond.web.auth import requester
-from provisiond.web.bodies import json_body
+from provisiond.web.bodies import flag, json_body, only_fields
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -182,21 +183,12 @@ def arm_hosts():  # type: ignore[no-untyped-def]
 
 
 def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
-    known = {"force", "power"} | extra
-    unknown = set(body) - known
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
-    flags = []
-    for name in ("force", "power"):
-        value = body.get(name, False)
-        if not isinstance(value, bool):
-            raise ValidationError(name, "expected true or false")
-        flags.append(value)
-    return flags[0], flags[1]
+    only_fields(body, {"force", "power"} | extra)
+    return flag(body, "force"), flag(body, "power")
 
 
-def _arm_one(session: Any, serial: str, force: bool, power: bool, now: dt.datetime,
-             not_before: dt.datetime | None, host: Any = None) -> dict[str, Any]:
+def _arm_one(session: Session, serial: str, force: bool, power: bool, now: dt.datetime,
+             not_before: dt.datetime | None, host: Host | None = None) -> dict[str, Any]:
     svc = services()
     armed = svc.lifecycle.arm(session, serial, now, requester(), force=force, host=host)
     operations: list[int] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request
 
-from provisiond.errors import BadRequest, PayloadTooLarge
+from provisiond.errors import BadRequest, PayloadTooLarge, ValidationError
 
 
 def raw_body(limit: int | None = None) -> bytes:
@@ -38,3 +38,18 @@ def json_body(limit: int | None = None, required: bool = True) -> dict[str, Any]
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+def only_fields(body: dict[str, Any], known: set[str]) -> None:
+    """400 naming the first field the endpoint does not take."""
+    unknown = set(body) - known
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def flag(body: dict[str, Any], name: str) -> bool:
+    """An optional true/false field (absent: false)."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ValidationError(name, "expected true or false")
+    return value

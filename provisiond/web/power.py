@@ -7,7 +7,6 @@ worker carries it out (:mod:`provisiond.power.worker`).
 
 from __future__ import annotations
 
-from typing import Any
 
 from flask import Blueprint, jsonify
 
@@ -17,21 +16,14 @@ from provisiond.models import Host, PowerOperation, utcnow
 from provisiond.power import queue
 from provisiond.web import services
 from provisiond.web.auth import requester
-from provisiond.web.bodies import json_body
+from provisiond.web.bodies import flag, json_body, only_fields
 
 bp = Blueprint("power", __name__, url_prefix="/api/v1")
 
 
-def _fields(body: dict[str, Any], known: set[str]) -> None:
-    unknown = set(body) - known
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
-
-
 def _queued(serial: str, action: str, argument: str, persistent: bool = False):  # type: ignore[no-untyped-def]
     svc = services()
-    queue.validate(action, argument)
-    with svc.db.write() as session:
+    with svc.db.write() as session:  # enqueue validates; a refusal rolls back, nothing is written
         host = host_store.get_host(session, serial)
         operation = queue.enqueue(session, host, action, argument, persistent=persistent, by=requester(), now=utcnow())
         body = queue.to_dict(operation, serial)
@@ -45,7 +37,7 @@ def _queued(serial: str, action: str, argument: str, persistent: bool = False): 
 def power(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"action": "on"|"off"|"reset"|"status"}`` for the host's BMC."""
     body = json_body()
-    _fields(body, {"action"})
+    only_fields(body, {"action"})
     action = body.get("action")
     if not isinstance(action, str):
         raise ValidationError("action", f"expected one of {', '.join(queue.ACTIONS['power'])}")
@@ -56,13 +48,11 @@ def power(serial: str):  # type: ignore[no-untyped-def]
 def bootdev(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"device": "pxe"|"disk"|"status", "persistent": bool}``."""
     body = json_body()
-    _fields(body, {"device", "persistent"})
+    only_fields(body, {"device", "persistent"})
     device = body.get("device")
-    persistent = body.get("persistent", False)
+    persistent = flag(body, "persistent")
     if not isinstance(device, str):
         raise ValidationError("device", f"expected one of {', '.join(queue.ACTIONS['bootdev'])}")
-    if not isinstance(persistent, bool):
-        raise ValidationError("persistent", "expected true or false")
     if device == "status" and persistent:
         raise ValidationError("persistent", "only applies when setting a device")
     return _queued(serial, "bootdev", device, persistent)

@@ -82,6 +82,15 @@ def state(server: LiveServer, headers, serial: str = "712DM2Y") -> tuple[str, st
     return host["state"], host["state_reason"]
 
 
+def hold_the_only_slot(server: LiveServer, services, headers) -> str:
+    """SN-WEB-0001 installs (cap 1): the next installer must wait. Returns its token."""
+    token, _ = fetch_kickstart(server, services, headers, "SN-WEB-0001")
+    report = {"serial": "SN-WEB-0001", "boot_mac": "52:54:00:00:00:01", "nics": [], "cpus": 4, "memory_mib": 8000}
+    assert requests.post(f"{server.url}/install/{token}/pre-report", json=report).status_code == 200
+    assert requests.post(f"{server.url}/install/{token}/slot").status_code == 200
+    return token
+
+
 @pytest.fixture
 def server(settings, services, client, demo_data, auth):
     # cpus: what this machine's /proc/cpuinfo says, so the check passes; memory is learned.
@@ -122,11 +131,7 @@ def test_pre_halts_on_a_hardware_mismatch_and_says_why(server, services, auth, m
 
 def test_pre_waits_for_a_slot_printing_each_retry(server, services, auth, machine):
     describe, run = machine
-    # Another host holds the only slot.
-    other_token, _ = fetch_kickstart(server, services, auth, "SN-WEB-0001")
-    report = {"serial": "SN-WEB-0001", "boot_mac": "52:54:00:00:00:01", "nics": [], "cpus": 4, "memory_mib": 8000}
-    assert requests.post(f"{server.url}/install/{other_token}/pre-report", json=report).status_code == 200
-    assert requests.post(f"{server.url}/install/{other_token}/slot").status_code == 200
+    other_token = hold_the_only_slot(server, services, auth)
 
     describe("712DM2Y")
     _token, parts = fetch_kickstart(server, services, auth)
@@ -149,10 +154,7 @@ def test_pre_waits_for_a_slot_printing_each_retry(server, services, auth, machin
 def test_pre_keeps_waiting_for_a_slot_through_a_server_restart(server, services, settings, auth, machine):
     """A restart of provisiond while installers wait for slots must not halt them."""
     describe, run = machine
-    other_token, _ = fetch_kickstart(server, services, auth, "SN-WEB-0001")
-    report = {"serial": "SN-WEB-0001", "boot_mac": "52:54:00:00:00:01", "nics": [], "cpus": 4, "memory_mib": 8000}
-    assert requests.post(f"{server.url}/install/{other_token}/pre-report", json=report).status_code == 200
-    assert requests.post(f"{server.url}/install/{other_token}/slot").status_code == 200
+    other_token = hold_the_only_slot(server, services, auth)
 
     describe("712DM2Y")
     _token, parts = fetch_kickstart(server, services, auth)
