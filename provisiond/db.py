@@ -74,6 +74,8 @@ class Database:
         writer = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         self.reader: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.writer: sessionmaker[Session] = sessionmaker(writer, expire_on_commit=False)
+        self._statements: sessionmaker[Session] | None = None if self.is_sqlite else sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         database = make_url(self.url).database if self.is_sqlite else None
         self._write_lock = f"{database}.writelock" if database and database != ":memory:" else None
 
@@ -105,6 +107,19 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self.reader() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_statement(self) -> Iterator[Session]:
+        """For a read that is ONE statement: on PostgreSQL it runs outside a
+        transaction (autocommit), which saves the BEGIN and COMMIT round
+        trips; a single statement sees one snapshot either way. On SQLite it
+        is :meth:`read`."""
+        if self._statements is None:
+            with self.read() as session:
+                yield session
+            return
+        with self._statements() as session:
             yield session
 
     def dispose(self) -> None:

@@ -23,8 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, bindparam, column, select, text, update
+from sqlalchemy import Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from provisiond import models
 from provisiond.db import on_commit
@@ -62,15 +63,6 @@ _INSTALL_BY_TOKEN = (select(models.Install).options(joinedload(models.Install.ho
                      .where(models.Install.token_hash == bindparam("token_hash")))
 
 
-#: The slot poll's view of an install (see ``Lifecycle.request_slot``).
-_WAITER_BY_TOKEN = text("""
-    SELECT i.id, i.host_id, i.active, i.expires_at, i.queued_at, h.state, h.serial
-    FROM installs i JOIN hosts h ON h.id = i.host_id WHERE i.token_hash = :token_hash
-""").columns(
-    column("id", Integer()), column("host_id", Integer()), column("active", Boolean()),
-    column("expires_at", models.UtcDateTime()), column("queued_at", models.UtcDateTime()),
-    column("state", String()), column("serial", String()),
-)
 _TOUCH_WAITER = text(
     "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now) WHERE id = :install_id"
 ).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("install_id", type_=Integer()))
@@ -184,40 +176,69 @@ class Lifecycle:
             _event(session, host.id, install.id, "hardware", message, now, data)
         return verdict
 
-    def request_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision:
-        """Grant a slot or queue the installer. Decided under the cap's lock,
-        on the state as read after taking it.
+    def peek_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision | None:
+        """Answer a slot poll without writing anything, when that is the
+        whole answer: the installer already has its slot, or it is queued,
+        the global cap is reached and its heartbeat (``last_seen_at``) is
+        recent enough. None: :meth:`request_slot` must decide (a grant, a
+        first request, or a heartbeat to record). Most polls of a long queue
+        end here, in one read-only statement and no lock."""
+        seen = self._slot_poll(session, token, now)
+        if seen.state == HostState.INSTALLING:
+            return slots.SlotDecision(True)
+        if seen.state != HostState.QUEUED or seen.last_seen_at is None \
+                or now - seen.last_seen_at >= self.limits.heartbeat:
+            return None
+        return slots.still_waiting(seen, self.limits)
 
-        Every waiting installer polls this, so the common answer ("still
-        waiting") takes three prebuilt statements and no ORM unit of work;
-        objects are loaded only when the host changes state.
+    def request_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision:
+        """Grant a slot or queue the installer.
+
+        Only a grant needs the cap's lock: when the global cap is full the
+        installer waits (joining the queue, or recording its heartbeat)
+        without it, and a compare-and-set guards its state change. A poll
+        that may be granted loads its rows first, then takes the lock and
+        decides on the state as read after taking it, so the lock is held
+        for the decision and its writes only.
         """
-        slots.lock_slots(session)
-        row = session.execute(_WAITER_BY_TOKEN, {"token_hash": hash_token(token)}).first()
-        if row is None or not row.active or row.expires_at <= now:
-            raise NotFound("not found")
-        state = HostState(row.state)
+        seen = self._slot_poll(session, token, now)
+        decision = slots.still_waiting(seen, self.limits)
+        install = None
+        if decision is None and seen.state != HostState.INSTALLING:
+            install = self._loaded_install(session, seen.install_id)
+            slots.lock_slots(session)
+            seen = self._slot_poll(session, token, now)
+        state = seen.state
         if state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
-        if state not in (HostState.VERIFYING, HostState.QUEUED):
-            raise IllegalTransition(f"host {row.serial} is {state}; a slot is requested after the hardware report")
-        session.execute(_TOUCH_WAITER, {"install_id": row.id, "now": now})
-        waiter = slots.Waiter(row.id, row.host_id, row.queued_at or now)
-        decision = slots.decide(session, waiter, now, self.limits)
-        if decision.granted or state == HostState.VERIFYING:
-            slots.commit_durably(session)  # a state change: the commit must reach the disk
+        decision = decision or slots.decide(session, seen, self.limits)
+        if not decision.granted and state == HostState.QUEUED:  # still waiting: its heartbeat only
+            session.execute(_TOUCH_WAITER, {"install_id": seen.install_id, "now": now})
+            return decision
+        install = install or self._loaded_install(session, seen.install_id)
+        install.last_seen_at = now
+        install.queued_at = install.queued_at or now
         if decision.granted:
-            install = self._loaded_install(session, row.id)
             install.slot_granted_at = now
             install.expires_at = now + self.install_timeout
             self._move(session, install.host, install, {state}, HostState.INSTALLING, None, "slot",
                        f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
                        f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
-        elif state == HostState.VERIFYING:
-            install = self._loaded_install(session, row.id)
+        else:
             self._move(session, install.host, install, {state}, HostState.QUEUED, None, "slot", decision.message,
                        now, {"position": decision.position})
         return decision
+
+    def _slot_poll(self, session: Session, token: str, now: dt.datetime) -> slots.Poll:
+        """The token's install as a slot request sees it; a bad token is a
+        bare 404, a host not between hardware report and install a 409."""
+        seen = slots.poll(session, hash_token(token), now, self.limits)
+        if seen is None or not seen.active or seen.expires_at <= now:
+            raise NotFound("not found")
+        if seen.state not in (HostState.VERIFYING, HostState.QUEUED, HostState.INSTALLING):
+            raise IllegalTransition(f"host {seen.serial} is {seen.state}; a slot is requested after the "
+                                    "hardware report")
+        return seen
 
     @staticmethod
     def _loaded_install(session: Session, install_id: int) -> models.Install:
@@ -282,11 +303,13 @@ class Lifecycle:
             .values(state=target.value, state_reason=reason, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult: an UPDATE
             session.refresh(host)
             raise IllegalTransition(f"host {host.serial} is {host.state}, not {'/'.join(sorted(expected))}; "
                                     f"it cannot become {target}")
-        host.state, host.state_reason = target.value, reason
+        # The UPDATE above wrote them: the loaded row learns them without a second UPDATE at flush.
+        set_committed_value(host, "state", target.value)
+        set_committed_value(host, "state_reason", reason)
         _event(session, host.id, install.id if install else None, kind, message, now,
                {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
         if hook and self.hooks is not None:

@@ -1,9 +1,12 @@
 """The concurrent-install cap: who may install now, who waits, in what order.
 
-The decision is taken inside the caller's write transaction after
-:func:`lock_slots`, so it holds across gunicorn workers and provisiond
+A grant is decided inside the caller's write transaction after
+:func:`lock_slots`, so the cap holds across gunicorn workers and provisiond
 instances: SQLite serialises writers (``BEGIN IMMEDIATE``), PostgreSQL takes a
-transaction-scoped advisory lock. This module decides; the lifecycle writes.
+transaction-scoped advisory lock. "Wait" needs no lock: when the slots in use
+plus the live waiters ahead already fill the cap, the answer can only be
+stale in the waiter's disfavour, and it asks again. This module decides; the
+lifecycle writes.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, Integer, bindparam, func, select, text
+from sqlalchemy import Boolean, Integer, String, bindparam, column, func, select, text
 from sqlalchemy.orm import Session
 
 from provisiond import models
@@ -27,6 +30,12 @@ class Limits:
     retry_seconds: int
     stale_seconds: int
 
+    @property
+    def heartbeat(self) -> dt.timedelta:
+        """How old a waiter's ``last_seen_at`` may grow before a poll rewrites
+        it: a tenth of the staleness limit, so most polls write nothing."""
+        return dt.timedelta(seconds=max(1, self.stale_seconds // 10))
+
 
 @dataclass(frozen=True)
 class SlotDecision:
@@ -38,20 +47,12 @@ class SlotDecision:
 
 
 def lock_slots(session: Session) -> None:
-    """Serialise slot decisions for the rest of this transaction (SQLite: the
-    write transaction began IMMEDIATE and already holds the lock). On PostgreSQL
-    take the advisory lock, and let this transaction's commit skip
-    the WAL flush (one round trip for both): a poll that only records that a
-    waiter is still waiting loses nothing that matters in a crash. A poll
-    that changes a host's state must call :func:`commit_durably` first."""
+    """Serialise grants for the rest of this transaction (SQLite: the write
+    transaction began IMMEDIATE and already holds the lock; PostgreSQL: a
+    transaction-scoped advisory lock). Statements after it see what earlier
+    grants committed."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true)"),
-                        {"key": _ADVISORY_KEY})
-
-
-def commit_durably(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT set_config('synchronous_commit', 'on', true)"))
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
 
 
 def _full_groups(session: Session, host_id: int) -> list[tuple[str, int]]:
@@ -62,33 +63,74 @@ def _full_groups(session: Session, host_id: int) -> list[tuple[str, int]]:
         .where(models.host_groups.c.host_id == host_id, models.Group.install_cap.is_not(None))
     ).all()
     full = []
-    for group_id, name, cap in capped:
+    for group_id, name, cap in capped:  # install_cap IS NOT NULL: an int
         busy = session.scalar(
             select(func.count()).select_from(models.Host)
             .join(models.host_groups, models.host_groups.c.host_id == models.Host.id)
             .where(models.host_groups.c.group_id == group_id, models.Host.state == HostState.INSTALLING.value)
         ) or 0
-        if busy >= cap:
-            full.append((name, int(cap)))
+        if cap is not None and busy >= cap:
+            full.append((name, cap))
     return full
 
 
-#: Slots in use, live waiters ahead of this one (first come, first served),
-#: and whether a group of the host has its own cap: one round trip, built once
-#: (this runs under the cap's lock on every poll of every waiting installer).
-_DECISION = text("""
-    SELECT
-      (SELECT count(*) FROM hosts WHERE state = 'installing'),
+#: A poll in one round trip: the token's install ``w`` and its host's state,
+#: the slots in use, the live waiters ahead of it (first come, first served)
+#: and whether a group of the host has its own cap. A waiter not yet queued
+#: is placed at ``:now`` (where it would join). Every poll of every waiting
+#: installer runs it.
+POLL = text("""
+    WITH w AS (
+      SELECT i.id, i.host_id, i.active, i.expires_at, COALESCE(i.queued_at, :now) AS queued_at,
+             i.last_seen_at, h.state, h.serial
+      FROM installs i JOIN hosts h ON h.id = i.host_id WHERE i.token_hash = :token_hash)
+    SELECT w.id, w.host_id, w.active, w.expires_at, w.queued_at, w.last_seen_at, w.state, w.serial,
+      (SELECT count(*) FROM hosts WHERE state = 'installing') AS in_use,
       (SELECT count(*) FROM installs i JOIN hosts h ON h.id = i.host_id
-        WHERE i.active = :yes AND h.state = 'queued' AND i.id <> :install_id
+        WHERE i.active = :yes AND h.state = 'queued' AND i.id <> w.id
           AND i.last_seen_at >= :fresh
-          AND (i.queued_at < :queued_at OR (i.queued_at = :queued_at AND i.id < :install_id))),
+          AND (i.queued_at < w.queued_at OR (i.queued_at = w.queued_at AND i.id < w.id))) AS ahead,
       (SELECT count(*) FROM host_groups hg JOIN groups g ON g.id = hg.group_id
-        WHERE hg.host_id = :host_id AND g.install_cap IS NOT NULL)
+        WHERE hg.host_id = w.host_id AND g.install_cap IS NOT NULL) AS capped
+    FROM w
 """).bindparams(
-    bindparam("yes", type_=Boolean()), bindparam("install_id", type_=Integer()), bindparam("host_id", type_=Integer()),
-    bindparam("fresh", type_=models.UtcDateTime()), bindparam("queued_at", type_=models.UtcDateTime()),
+    bindparam("yes", type_=Boolean()), bindparam("now", type_=models.UtcDateTime()),
+    bindparam("fresh", type_=models.UtcDateTime()),
+).columns(
+    column("id", Integer()), column("host_id", Integer()), column("active", Boolean()),
+    column("expires_at", models.UtcDateTime()), column("queued_at", models.UtcDateTime()),
+    column("last_seen_at", models.UtcDateTime()), column("state", String()), column("serial", String()),
+    column("in_use", Integer()), column("ahead", Integer()), column("capped", Integer()),
 )
+
+
+@dataclass(frozen=True)
+class Poll:
+    """What one poll saw: the asking install, its host's state, the counts."""
+
+    install_id: int
+    host_id: int
+    active: bool
+    expires_at: dt.datetime
+    queued_at: dt.datetime
+    last_seen_at: dt.datetime | None
+    state: HostState
+    serial: str
+    in_use: int
+    ahead: int
+    capped: bool
+
+
+def poll(session: Session, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
+    """The install behind a token hash and the cap's counts, or None."""
+    row = session.execute(POLL, {
+        "yes": True, "token_hash": token_hash, "now": now,
+        "fresh": now - dt.timedelta(seconds=limits.stale_seconds),
+    }).first()
+    if row is None:
+        return None
+    return Poll(row.id, row.host_id, row.active, row.expires_at, row.queued_at, row.last_seen_at,
+                HostState(row.state), row.serial, row.in_use, row.ahead, bool(row.capped))
 
 
 def retry_after(position: int, limits: Limits) -> int:
@@ -97,32 +139,32 @@ def retry_after(position: int, limits: Limits) -> int:
     return min(limits.retry_seconds, 1 + (position - 1) * limits.retry_seconds // max(limits.cap, 1))
 
 
-@dataclass(frozen=True)
-class Waiter:
-    """What a decision needs to know about the asking install."""
-
-    install_id: int
-    host_id: int
-    queued_at: dt.datetime
-
-
-def decide(session: Session, waiter: Waiter, now: dt.datetime, limits: Limits) -> SlotDecision:
-    """Grant a slot, or say where in the queue the installer stands."""
-    in_use, ahead, capped = session.execute(_DECISION, {
-        "yes": True, "install_id": waiter.install_id, "host_id": waiter.host_id, "queued_at": waiter.queued_at,
-        "fresh": now - dt.timedelta(seconds=limits.stale_seconds),
-    }).one()
-    position = ahead + 1
+def _waiting(position: int, limits: Limits, reason: str) -> SlotDecision:
     retry = retry_after(position, limits)
-    if in_use + ahead >= limits.cap:
-        return SlotDecision(False, position, retry,
-                            f"concurrent install limit {limits.cap} reached: position {position}, retry in {retry} s")
-    full = _full_groups(session, waiter.host_id) if capped else []
+    return SlotDecision(False, position, retry, f"{reason}: position {position}, retry in {retry} s")
+
+
+def still_waiting(seen: Poll, limits: Limits) -> SlotDecision | None:
+    """The answer to a waiter's poll when the global cap alone says "wait"
+    (a read-only answer: it can only be stale in the waiter's disfavour, and
+    it retries); None when the poll might be granted and must be decided
+    under the lock."""
+    if seen.in_use + seen.ahead >= limits.cap:
+        return _waiting(seen.ahead + 1, limits, f"concurrent install limit {limits.cap} reached")
+    return None
+
+
+def decide(session: Session, seen: Poll, limits: Limits) -> SlotDecision:
+    """Grant a slot, or say where in the queue the installer stands. ``seen``
+    must have been read after :func:`lock_slots`."""
+    waiting = still_waiting(seen, limits)
+    if waiting is not None:
+        return waiting
+    full = _full_groups(session, seen.host_id) if seen.capped else []
     if full:
         name, cap = full[0]
-        return SlotDecision(False, position, retry,
-                            f"install limit {cap} of group {name} reached: position {position}, retry in {retry} s")
-    return SlotDecision(True, in_use=in_use + 1)
+        return _waiting(seen.ahead + 1, limits, f"install limit {cap} of group {name} reached")
+    return SlotDecision(True, in_use=seen.in_use + 1)
 
 
 def queue(session: Session, now: dt.datetime, stale_seconds: int) -> list[tuple[str, dt.datetime, bool]]:
@@ -134,4 +176,5 @@ def queue(session: Session, now: dt.datetime, stale_seconds: int) -> list[tuple[
         .where(models.Install.active.is_(True), models.Host.state == HostState.QUEUED.value)
         .order_by(models.Install.queued_at, models.Install.id)
     ).all()
-    return [(serial, queued_at, last_seen < fresh) for serial, queued_at, last_seen in rows]
+    # A queued install has both times (the first slot request sets them).
+    return [(serial, queued_at or now, last_seen is None or last_seen < fresh) for serial, queued_at, last_seen in rows]

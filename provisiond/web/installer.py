@@ -100,8 +100,11 @@ def slot(token: str) -> Response:
     svc = services()
     now = utcnow()
     raw_body(_limit())  # no body is needed; an oversized one is still refused
-    with svc.db.write() as session:
-        decision = svc.lifecycle.request_slot(session, token, now)
+    with svc.db.read_statement() as session:  # most polls of a queue are answered here, writing nothing
+        decision = svc.lifecycle.peek_slot(session, token, now)
+    if decision is None:
+        with svc.db.write() as session:
+            decision = svc.lifecycle.request_slot(session, token, now)
     if decision.granted:
         return _answer(200, "install slot granted", status="granted")
     response = _answer(429, decision.message, error="install_cap", position=decision.position,

@@ -21,7 +21,7 @@ from provisiond.db import Database
 from provisiond.errors import NotFound, ProvisiondError
 from provisiond.install.lifecycle import IN_FLIGHT, Lifecycle
 from provisiond.install.slots import Limits
-from provisiond.inventory.hosts import ImportRow, import_hosts
+from provisiond.inventory.hosts import ImportRow, get_host, import_hosts
 from provisiond.inventory.schema import UNSET, parse_host
 from provisiond.states import HostState
 from provisiond.vault import Vault
@@ -107,7 +107,17 @@ def test_lifecycle_invariants(db_url, tmp_path):
 
         @rule(serial=st.sampled_from(HOSTS))
         def slot(self, serial):
-            self._do(lambda s: self.lifecycle.request_slot(s, self._token(serial), self.now))
+            """As the slot endpoint does: a read-only answer when it suffices, else the locked decision."""
+            try:
+                with self.db.read() as session:
+                    answer = self.lifecycle.peek_slot(session, self._token(serial), self.now)
+                    state = HostState(get_host(session, serial).state)
+            except ProvisiondError:
+                return
+            if answer is None:
+                self._do(lambda s: self.lifecycle.request_slot(s, self._token(serial), self.now))
+            else:  # never a grant of its own: only a slot the host already holds, or "wait" while queued
+                assert state == (HostState.INSTALLING if answer.granted else HostState.QUEUED), (answer, state)
 
         @rule(serial=st.sampled_from(HOSTS))
         def done(self, serial):
