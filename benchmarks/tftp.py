@@ -241,7 +241,7 @@ def main() -> None:
            [f"Storm: {args.clients} client shells started at once, each running `curl tftp://{SERVER_IP}/lpxelinux.0 && "
             "curl .../ldlinux.c32 && curl .../pxelinux.cfg/01-<its mac>` (curl's default blksize 512); time from the first "
             "spawn to the last exit, so curl start-up (600 processes on the same cores) is in both figures. "
-            "provisiond renders each 01-<mac> from the database (tftp_max_transfers at its default 64, log level "
+            "provisiond renders each 01-<mac> from the database (tftp_max_transfers at its default 256, log level "
             "INFO); tftpd-hpa (`in.tftpd -L -s`) reads the same entries pre-rendered from disk. "
             "Goals: storm <= 1.5x tftpd-hpa's time with 0 failed; 32 MiB >= 0.5x tftpd-hpa's throughput."])
     dump_json(args.json, results)

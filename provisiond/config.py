@@ -95,7 +95,7 @@ class Settings:
     #: Boot files by client architecture; iPXE clients get an HTTP script instead.
     bios_boot_file: str = "lpxelinux.0"
     uefi_boot_file: str = "ipxe.efi"
-    tftp_max_transfers: int = 64
+    tftp_max_transfers: int = 256
     tftp_timeout_seconds: int = 5
 
     # -- power (the BMC worker in `provisiond serve` / `power-worker`) ---------

@@ -306,22 +306,52 @@ class EntryMaker:
 # --------------------------------------------------------------------------- transfers
 
 
+class _ClientSocket(socket.socket):
+    """A transfer's UDP socket: non-blocking (the loop's selector says when
+    to read; CPython would poll() before every call on a socket with a
+    timeout) and connected to the client, so tftpy's ``sendto(data, client)``
+    becomes ``send(data)`` on the cached route. A datagram the kernel cannot
+    queue now is dropped like a lost packet: the client's retransmission or
+    ours recovers it."""
+
+    def __init__(self, client: tuple[str, int], local_ip: str, interface: str) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.setblocking(False)
+            if interface:
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            if local_ip:
+                self.bind((local_ip, 0))
+            self.connect(client)
+        except OSError:
+            self.close()
+            raise
+
+    def sendto(self, data: Any, *_address: Any) -> int:  # type: ignore[override]
+        try:
+            return self.send(data)
+        except BlockingIOError:
+            return 0
+
+
 class Transfer(TftpContext):  # type: ignore[misc]  # tftpy has no type hints
     """One download: tftpy's context and ACK state, on a socket connected to
     the client (the kernel drops datagrams from anyone else, and an ICMP
     "port unreachable" ends the transfer at once)."""
 
+    sock: socket.socket
+
     def __init__(self, client: tuple[str, int], local_ip: str, interface: str, name: str, fileobj: BinaryIO,
                  blksize: int, oack: dict[str, str], timeout: float,
                  on_end: Callable[[Transfer, str | None], None]) -> None:
-        super().__init__(client[0], client[1], timeout, retries=RETRIES, localip=local_ip, flock=False)
+        sock = _ClientSocket(client, local_ip, interface)
         try:
-            if interface:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-            self.sock.connect(client)
-        except OSError:
-            self.sock.close()
+            super().__init__(client[0], client[1], timeout, retries=RETRIES, flock=False)
+        except Exception:
+            sock.close()
             raise
+        self.sock.close()  # tftpy's own, unbound: ours replaces it
+        self.sock = sock
         self.client = client
         self.tidport = client[1]
         self.file_to_transfer = name
@@ -638,6 +668,8 @@ class TftpService:
             transfer.cycle()
         except TftpTimeoutExpectACK:
             self._retransmit(transfer, time.time())
+            return
+        except BlockingIOError:  # woken, but the datagram was gone (e.g. a bad checksum)
             return
         except TftpException as exc:
             return self._end(transfer, " ".join(str(exc).split()))
