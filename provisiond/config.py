@@ -240,7 +240,7 @@ def _yaml_value(value: Any, where: str) -> Any:
 
 def _finish(settings: Settings, data_dir_given: bool, key_file_given: bool) -> Settings:
     """Make paths absolute; the key file follows ``data_dir`` unless set."""
-    changes: dict[str, Path] = {}
+    changes: dict[str, Any] = {}
     for key in _PATH_KEYS:
         changes[key] = getattr(settings, key).resolve()
     if data_dir_given and not key_file_given:

@@ -13,7 +13,7 @@ sent to local boot, as configured.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -60,29 +60,28 @@ def plan_for_mac(session: Session, mac: str, *, vault: Vault, profiles: ProfileS
     host = find_by_mac(session, mac)
     if host is None:
         return BootPlan(mac, unknown, f"MAC {mac} is not in the data source")
-    base = _identity(mac, host)
     if host.state != HostState.ARMED.value:
-        return BootPlan(**base, action=BootAction.LOCAL, reason=f"host {host.serial} is {host.state}, not armed")
+        return _local(mac, host, f"host {host.serial} is {host.state}, not armed")
     token = _armed_token(session, host.serial, vault)
     if token is None:  # armed but its install ended in between: never install
-        return BootPlan(**base, action=BootAction.LOCAL, reason=f"host {host.serial} has no live install")
+        return _local(mac, host, f"host {host.serial} has no live install")
     try:
         profile = profiles.get(host.profile)
     except NotFound:
-        return BootPlan(**base, action=BootAction.LOCAL,
-                        reason=f"host {host.serial} is armed but its profile {host.profile!r} is missing")
+        return _local(mac, host, f"host {host.serial} is armed but its profile {host.profile!r} is missing")
     ks_url = InstallContext(token, public_url).urls["kickstart"]
     args = f"inst.ks={ks_url} inst.repo={profile.install_tree} {profile.kernel_args}".strip()
-    return BootPlan(
-        **base, action=BootAction.INSTALL, reason=f"host {host.serial} is armed (profile {profile.name})",
+    return replace(
+        _local(mac, host, f"host {host.serial} is armed (profile {profile.name})"), action=BootAction.INSTALL,
         kernel_url=_url(profile.install_tree, profile.kernel), initrd_url=_url(profile.install_tree, profile.initrd),
         kernel_args=args,
     )
 
 
-def _identity(mac: str, host: HostRecord) -> dict[str, object]:
-    return {"mac": mac, "serial": host.serial, "hostname": host.hostname, "ip": host.ip, "prefix": host.prefix,
-            "gateway": host.gateway, "dns": host.dns}
+def _local(mac: str, host: HostRecord, reason: str) -> BootPlan:
+    """Local boot for a known host, with its identity (DHCP answers with it)."""
+    return BootPlan(mac, BootAction.LOCAL, reason, serial=host.serial, hostname=host.hostname, ip=host.ip,
+                    prefix=host.prefix, gateway=host.gateway, dns=host.dns)
 
 
 def _armed_token(session: Session, serial: str, vault: Vault) -> str | None:
