@@ -47,7 +47,9 @@ running() {
   [ -n "$pid" ] || return 1
   stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
   case "${stat##*) }" in Z*|X*) return 1 ;; esac
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$vm/"
+  cmdline=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  # Empty while the process is inside execve (sh becoming QEMU): still ours.
+  [ -z "$cmdline" ] || case "$cmdline" in *"$vm/"*) ;; *) return 1 ;; esac
 }
 
 start() {
@@ -64,6 +66,15 @@ start() {
   SERIAL_LOG=$vm/serial-$boots.log NET_BOOTINDEX=$net DISK_BOOTINDEX=$disk \
     sh "$vm/qemu.sh" < /dev/null > "$vm/qemu-$boots.log" 2>&1 &
   echo $! > "$vm/qemu.pid.new" && mv "$vm/qemu.pid.new" "$vm/qemu.pid"
+  # Return once sh has become QEMU (or died: its log says why), so that
+  # "on" means QEMU runs.
+  qemu=$!
+  for _ in $(seq 1 100); do
+    stat=$(cat "/proc/$qemu/stat" 2>/dev/null) || break
+    case "${stat##*) }" in Z*|X*) break ;; esac
+    case "$(tr '\0' ' ' < "/proc/$qemu/cmdline" 2>/dev/null)" in qemu-system*) break ;; esac
+    sleep 0.05
+  done
 }
 
 stop() {

@@ -203,7 +203,9 @@ class Machine:
         """Whether its QEMU process is alive (what its BMC reports as power)."""
         try:
             pid = int((self.folder / "qemu.pid").read_text())
-            return alive(pid) and f"{self.folder}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            # Empty while the process is inside execve (sh becoming QEMU): still this machine.
+            return alive(pid) and (not cmdline or f"{self.folder}/".encode() in cmdline)
         except (OSError, ValueError):
             return False
 
@@ -249,6 +251,12 @@ class Machine:
         self.kill()
         if self.exited and self.qemu_errors():
             raise AssertionError(f"QEMU failed: {self.qemu_errors()}\n{self.console()}")
+        if self.exited and not self.console():  # off before its firmware said a word: say what we know
+            log = self.folder / f"qemu-{self.boots}.log"
+            calls = self.folder / "bmc" / "machine" / "calls.log"
+            raise AssertionError(f"{self.serial} switched off with an empty console (boot {self.boots}); "
+                                 f"QEMU: {log.read_text() if log.exists() else '-'}; "
+                                 f"chassis calls: {calls.read_text() if calls.exists() else '-'}")
         return self.console()
 
     def wait_until(self, until: Callable[[str], object], timeout: float = BOOT_WAIT) -> str:
