@@ -18,6 +18,8 @@ from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from provisiond.errors import ConfigError
@@ -175,6 +177,61 @@ def test_reply_round_trips_and_a_long_boot_file_moves_to_option_67() -> None:
     data = build_reply(long)
     assert data[108:236] == b"\0" * 128  # file field empty
     assert parse_reply(data).boot_file == long.boot_file
+
+
+#: A reply as provisiond may build one: every field drawn at random.
+_addresses = st.builds(A, st.integers(0, 2**32 - 1))
+replies = st.builds(
+    DhcpReply,
+    message_type=st.sampled_from([MessageType.OFFER, MessageType.ACK, MessageType.NAK]),
+    xid=st.integers(0, 2**32 - 1),
+    mac=st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b)),
+    server_id=_addresses, flags=st.sampled_from([0, 0x8000]), ciaddr=_addresses, yiaddr=_addresses,
+    siaddr=_addresses, giaddr=_addresses,
+    boot_file=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=200),
+    subnet_mask=st.none() | _addresses, router=st.none() | _addresses,
+    dns_servers=st.lists(_addresses, max_size=3).map(tuple),
+    hostname=st.none() | st.from_regex(r"[a-z][a-z0-9.-]{0,60}", fullmatch=True),
+    lease_seconds=st.none() | st.integers(0, 2**32 - 1),
+    vendor_class=st.none() | st.sampled_from([b"PXEClient", b"HTTPClient"]),
+    pxe_options=st.lists(st.tuples(st.sampled_from(list(PxeOption)), st.binary(min_size=1, max_size=20)),
+                         max_size=3, unique_by=lambda item: item[0]).map(tuple),
+    relay_agent_information=st.none() | st.binary(min_size=2, max_size=40),
+    client_uuid=st.none() | st.binary(min_size=17, max_size=17),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(reply=replies)
+def test_scapy_reads_what_build_reply_wrote(reply: DhcpReply) -> None:
+    """The codec is struct and a TLV walk; scapy's BOOTP/DHCP layers, an
+    independent decoder, must read its bytes as the reply that was built."""
+    data = build_reply(reply)
+    assert parse_reply(data) == reply
+    packet = BOOTP(data)
+    assert (packet.op, packet.xid, packet.flags) == (2, reply.xid, reply.flags)
+    assert bytes(packet.chaddr)[:6] == bytes.fromhex(reply.mac.replace(":", ""))
+    assert [packet.ciaddr, packet.yiaddr, packet.siaddr, packet.giaddr] == \
+        [str(reply.ciaddr), str(reply.yiaddr), str(reply.siaddr), str(reply.giaddr)]
+    options = {name: values for name, *values in
+               (item for item in packet[DHCP].options if isinstance(item, tuple))}
+    assert options["message-type"] == [int(reply.message_type)]
+    assert options["server_id"] == [str(reply.server_id)]
+    expected_file = reply.boot_file if len(reply.boot_file) < 128 else ""
+    assert bytes(packet.file).rstrip(b"\0").decode() == expected_file
+    if expected_file != reply.boot_file:
+        assert options["boot-file-name"] == [reply.boot_file.encode()]
+    if reply.lease_seconds is not None:
+        assert options["lease_time"] == [reply.lease_seconds]
+    if reply.subnet_mask is not None:
+        assert options["subnet_mask"] == [str(reply.subnet_mask)]
+    if reply.dns_servers:
+        assert options["name_server"] == [str(a) for a in reply.dns_servers]
+    if reply.hostname:
+        assert options["hostname"] == [reply.hostname.encode()]
+    if reply.relay_agent_information is not None:
+        listed = packet[DHCP].options
+        assert listed[listed.index("end") - 1][0] == "relay_agent_information"  # last, before the end option
 
 
 def test_nak_wire_format_is_golden() -> None:
