@@ -9,12 +9,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,7 +63,9 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # Writers take the database lock at BEGIN (and queue on busy_timeout)
     # instead of failing with "database is locked" when they upgrade a read
     # lock mid-transaction. Readers begin deferred and never block in WAL.
-    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+    begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+    if begin:  # None: autocommit, every statement on its own (Database.read_statement)
+        conn.exec_driver_sql(begin)
 
 
 class Database:
@@ -74,8 +78,11 @@ class Database:
         writer = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         self.reader: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.writer: sessionmaker[Session] = sessionmaker(writer, expire_on_commit=False)
-        self._statements: sessionmaker[Session] | None = None if self.is_sqlite else sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+        autocommit = self.engine.execution_options(
+            **({"sqlite_begin": None} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}))
+        self._autocommit = autocommit
+        self._statements: sessionmaker[Session] = sessionmaker(autocommit, expire_on_commit=False)
+        self._kept = threading.local()  # each thread's kept connection (kept_connection)
         database = make_url(self.url).database if self.is_sqlite else None
         self._write_lock = f"{database}.writelock" if database and database != ":memory:" else None
 
@@ -111,16 +118,32 @@ class Database:
 
     @contextmanager
     def read_statement(self) -> Iterator[Session]:
-        """For a read that is ONE statement: on PostgreSQL it runs outside a
-        transaction (autocommit), which saves the BEGIN and COMMIT round
-        trips; a single statement sees one snapshot either way. On SQLite it
-        is :meth:`read`."""
-        if self._statements is None:
-            with self.read() as session:
-                yield session
-            return
+        """For a read that is ONE statement, or statements that need not see
+        one snapshot: each runs on its own, outside a transaction
+        (autocommit), which saves the BEGIN and COMMIT (round trips to
+        PostgreSQL; on SQLite, taking and dropping the WAL read lock)."""
         with self._statements() as session:
             yield session
+
+    @contextmanager
+    def kept_connection(self) -> Iterator[Connection]:
+        """This thread's own autocommit connection, kept open between uses:
+        for a loop that asks one read statement per packet (DHCP), where a
+        session and a pool checkout per question cost more than the query.
+        Every statement runs on its own and sees what is committed at that
+        moment. A database error drops the connection; the next use opens
+        another."""
+        connection: Connection | None = getattr(self._kept, "connection", None)
+        if connection is None or connection.closed:
+            connection = self._kept.connection = self._autocommit.connect()
+        try:
+            yield connection
+            connection.rollback()  # ends SQLAlchemy's autobegun block; nothing to undo in autocommit
+        except DBAPIError:
+            connection.invalidate()
+            connection.close()
+            self._kept.connection = None
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()

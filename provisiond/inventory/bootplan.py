@@ -15,13 +15,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.errors import NotFound
-from provisiond.inventory.hosts import find_by_mac
-from provisiond.inventory.records import HostRecord
 from provisiond.kickstart.composer import InstallContext
 from provisiond.kickstart.profiles import ProfileStore
 from provisiond.states import HostState
@@ -55,21 +55,36 @@ class BootPlan:
     kernel_args: str = ""
 
 
-def plan_for_mac(session: Session, mac: str, *, vault: Vault, profiles: ProfileStore, public_url: str,
+_hosts, _nics, _installs = models.Host.__table__, models.Nic.__table__, models.Install.__table__
+#: Every DHCP, TFTP and iPXE request asks this, so it is one prebuilt
+#: statement returning one row: the host behind the MAC, only the columns a
+#: boot plan uses, and its live install's sealed token (decrypted only for
+#: an armed host). No NICs, groups or variables: they are not boot answers.
+_BOOT_HOST_BY_MAC = (
+    select(_hosts.c.serial, _hosts.c.hostname, _hosts.c.ip, _hosts.c.prefix, _hosts.c.gateway, _hosts.c.dns,
+           _hosts.c.state, _hosts.c.profile,
+           select(_installs.c.token_sealed)
+           .where(_installs.c.host_id == _hosts.c.id, _installs.c.active.is_(True))
+           .limit(1).scalar_subquery().label("token_sealed"))
+    .join(_nics, _nics.c.host_id == _hosts.c.id)
+    .where(_nics.c.mac == bindparam("mac"))
+)
+
+
+def plan_for_mac(session: Session | Connection, mac: str, *, vault: Vault, profiles: ProfileStore, public_url: str,
                  unknown: BootAction = BootAction.IGNORE) -> BootPlan:
-    host = find_by_mac(session, mac)
+    host = session.execute(_BOOT_HOST_BY_MAC, {"mac": mac}).first()
     if host is None:
         return BootPlan(mac, unknown, f"MAC {mac} is not in the data source")
     if host.state != HostState.ARMED.value:
         return _local(mac, host, f"host {host.serial} is {host.state}, not armed")
-    token = _armed_token(session, host.serial, vault)
-    if token is None:  # armed but its install ended in between: never install
+    if host.token_sealed is None:  # armed but its install ended in between: never install
         return _local(mac, host, f"host {host.serial} has no live install")
     try:
         profile = profiles.get(host.profile)
     except NotFound:
         return _local(mac, host, f"host {host.serial} is armed but its profile {host.profile!r} is missing")
-    ks_url = InstallContext(token, public_url).urls["kickstart"]
+    ks_url = InstallContext(vault.decrypt(host.token_sealed), public_url).urls["kickstart"]
     args = f"inst.ks={ks_url} inst.repo={profile.install_tree} {profile.kernel_args}".strip()
     return replace(
         _local(mac, host, f"host {host.serial} is armed (profile {profile.name})"), action=BootAction.INSTALL,
@@ -78,18 +93,11 @@ def plan_for_mac(session: Session, mac: str, *, vault: Vault, profiles: ProfileS
     )
 
 
-def _local(mac: str, host: HostRecord, reason: str) -> BootPlan:
-    """Local boot for a known host, with its identity (DHCP answers with it)."""
+def _local(mac: str, host: Any, reason: str) -> BootPlan:
+    """Local boot for a known host (a row of ``_BOOT_HOST_BY_MAC``), with its
+    identity (DHCP answers with it)."""
     return BootPlan(mac, BootAction.LOCAL, reason, serial=host.serial, hostname=host.hostname, ip=host.ip,
-                    prefix=host.prefix, gateway=host.gateway, dns=host.dns)
-
-
-def _armed_token(session: Session, serial: str, vault: Vault) -> str | None:
-    sealed = session.scalar(
-        select(models.Install.token_sealed).join(models.Host)
-        .where(models.Host.serial == serial, models.Install.active.is_(True))
-    )
-    return None if sealed is None else vault.decrypt(sealed)
+                    prefix=host.prefix, gateway=host.gateway, dns=tuple(host.dns or ()))
 
 
 def _url(tree: str, path: str) -> str:

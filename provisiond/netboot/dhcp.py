@@ -41,6 +41,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -210,8 +211,9 @@ class Context:
         return self.address or arrival.local_address
 
     def plan(self, mac: str) -> BootPlan:
-        with self.db.read() as session:
-            return plan_for_mac(session, mac, vault=self.vault, profiles=self.profiles,
+        # One statement on the loop's kept connection: what is committed now.
+        with self.db.kept_connection() as connection:
+            return plan_for_mac(connection, mac, vault=self.vault, profiles=self.profiles,
                                 public_url=self.public_url, unknown=self.unknown)
 
 
@@ -521,13 +523,15 @@ class Timeline:
     Off the packet path: :meth:`record` only queues the line; a writer thread
     writes whatever has queued up in one transaction, so a burst of PXE
     clients costs one commit per batch, not one per packet, and a slow disk
-    never delays an answer. :meth:`flush` waits until everything queued is
+    never delays an answer. The writer lingers ``linger`` seconds after the
+    first line of a batch, so a line reaches the timeline within about that. :meth:`flush` waits until everything queued is
     written; :meth:`close` flushes and stops the writer.
     """
 
     def __init__(self, db: Database, window: dt.timedelta = TIMELINE_WINDOW, size: int = 4096,
-                 batch: int = 512) -> None:
+                 batch: int = 2048, linger: float = 0.1) -> None:
         self.db = db
+        self.linger = linger
         self.window = window
         self.size = size
         self.batch = batch
@@ -566,6 +570,10 @@ class Timeline:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
+            if first is not None:
+                # Let a burst gather: a transaction per line would cost the
+                # packet loop more of the GIL than the lines are worth.
+                time.sleep(self.linger)
             lines = [first]
             while first is not None and len(lines) < self.batch:
                 try:

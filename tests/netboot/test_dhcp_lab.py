@@ -122,9 +122,16 @@ def add_host(client: Any, auth: dict[str, str], serial: str, mac: str, **fields:
     assert response.status_code == 201, response.get_json()
 
 
-def timeline(client: Any, auth: dict[str, str], serial: str) -> list[str]:
-    response = client.get(f"/api/v1/hosts/{serial}/events", headers=auth)
-    return [e["message"] for e in response.get_json()["events"] if e["kind"] == "dhcp"]
+def timeline(client: Any, auth: dict[str, str], serial: str, *lines: str, within: float = 10) -> list[str]:
+    """The host's DHCP timeline lines, once all of ``lines`` are in it: the
+    service writes them in batches (within about 0.1 s), so wait, bounded."""
+    deadline = time.monotonic() + within
+    while True:
+        response = client.get(f"/api/v1/hosts/{serial}/events", headers=auth)
+        found = [e["message"] for e in response.get_json()["events"] if e["kind"] == "dhcp"]
+        if all(line in found for line in lines) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def dhclient(lab: Lab, ns: str, folder: Path, name: str, *config: str) -> tuple[dict[str, str], str]:
@@ -175,10 +182,11 @@ def test_full_mode_dhclient_gets_its_reserved_address_and_boot_file(lab: Lab, st
         assert env, f"{name}: dhclient bound nothing:\n{log}\n{server.log.read_text()}"
         assert {key: env.get(key) for key in expected} == expected, name
         assert env["new_filename"] == boot_file, name
-    events = timeline(client, auth, "SN-LAB-10")
-    assert "DHCP: offered 10.77.0.10, boot file lpxelinux.0" in events
-    assert "DHCP: acknowledged 10.77.0.10 for 3600 s, boot file ipxe.efi" in events
-    assert f"DHCP: acknowledged 10.77.0.10 for 3600 s, boot file {PUBLIC_URL}/boot/ipxe/{mac}" in events
+    lines = ["DHCP: offered 10.77.0.10, boot file lpxelinux.0",
+             "DHCP: acknowledged 10.77.0.10 for 3600 s, boot file ipxe.efi",
+             f"DHCP: acknowledged 10.77.0.10 for 3600 s, boot file {PUBLIC_URL}/boot/ipxe/{mac}"]
+    events = timeline(client, auth, "SN-LAB-10", *lines)
+    assert all(line in events for line in lines), events
     assert "offered 10.77.0.10" in server.stop()
 
 
@@ -242,7 +250,8 @@ def test_proxy_mode_beside_dnsmasq(lab: Lab, start_dhcp: Any, site_dhcp: Path, c
     assert env["new_dhcp_server_identifier"] == "10.77.0.2"
     assert 100 <= int(env["new_ip_address"].rsplit(".", 1)[1]) <= 150
     assert "DHCPOFFER from 10.77.0.1 rejected" in log  # the proxy offer reached the client
-    assert "proxyDHCP: boot file lpxelinux.0 from 10.77.0.1 (BIOS, proxy offer)" in timeline(client, auth, "SN-LAB-20")
+    line = "proxyDHCP: boot file lpxelinux.0 from 10.77.0.1 (BIOS, proxy offer)"
+    assert line in timeline(client, auth, "SN-LAB-20", line)
     assert "offered" not in text and "acknowledged" not in text  # never an address
 
 
@@ -307,7 +316,8 @@ def test_proxy_mode_real_pxe_firmware(lab: Lab, start_dhcp: Any, site_dhcp: Path
     address, path = fetched.split()
     assert 100 <= int(address.rsplit(".", 1)[1]) <= 150, fetched  # dnsmasq's address
     assert path.replace("%3A", ":") == f"/boot/ipxe/{mac}"  # iPXE percent-encodes the colons
-    assert f"proxyDHCP: boot file {url} from 10.77.0.1 (iPXE, proxy offer)" in timeline(client, auth, "SN-LAB-30")
+    line = f"proxyDHCP: boot file {url} from 10.77.0.1 (iPXE, proxy offer)"
+    assert line in timeline(client, auth, "SN-LAB-30", line)
     assert "offered" not in text and "acknowledged" not in text
 
 
@@ -360,4 +370,5 @@ def test_relay_mode_answers_perfdhcp_acting_as_a_relay(lab: Lab, start_dhcp: Any
     assert bound and all(ip.startswith("10.88.0.") for ip in bound)
     assert len(set(bound)) == len(bound)
     assert "relayed by 10.88.0.1" in text
-    assert "DHCP: acknowledged 10.88.0.10 for 3600 s, boot file lpxelinux.0" in timeline(client, auth, "SN-LAB-88")
+    line = "DHCP: acknowledged 10.88.0.10 for 3600 s, boot file lpxelinux.0"
+    assert line in timeline(client, auth, "SN-LAB-88", line)
