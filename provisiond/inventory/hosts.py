@@ -98,10 +98,6 @@ def _record_query() -> Any:
 
 #: Built once, so that SQLAlchemy computes its cache key once, not per request.
 _RECORD_BY_SERIAL = _record_query().where(models.Host.__table__.c.serial == bindparam("serial"))
-#: Every DHCP and TFTP packet asks this: one statement, no ORM objects.
-_RECORD_BY_MAC = _record_query().where(models.Host.__table__.c.id == (
-    select(models.Nic.__table__.c.host_id).where(models.Nic.__table__.c.mac == bindparam("mac")).scalar_subquery()
-))
 
 
 def _record_from_rows(rows: Sequence[Any]) -> HostRecord:
@@ -137,11 +133,6 @@ def load_record(session: Session, serial: str) -> HostRecord:
     if not rows:
         raise NotFound(f"no host with serial number {serial!r}")
     return _record_from_rows(rows)
-
-
-def find_by_mac(session: Session, mac: str) -> HostRecord | None:
-    rows = session.execute(_RECORD_BY_MAC, {"mac": mac}).all()
-    return _record_from_rows(rows) if rows else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from provisiond import models
 from provisiond.errors import Conflict, NotFound, ValidationError
 from provisiond.inventory import hosts as store
+from provisiond.inventory.bootplan import BootAction, plan_for_mac
 from provisiond.inventory.schema import UNSET, parse_host
 
 from .conftest import PROFILES, assert_error, create, host_doc, mac_for, minimal_doc
@@ -49,11 +50,16 @@ def test_create_normalises_macs_and_hostname(client, auth):
     assert client.get("/api/v1/hosts?q=host1", headers=auth).get_json()["hosts"][0]["serial"] == "SN0001"
 
 
-def test_find_by_mac(services, client, auth):
-    create(client, auth, host_doc(1))
-    with services.db.read() as session:
-        assert store.find_by_mac(session, mac_for(1, 1)).serial == "SN0001"
-        assert store.find_by_mac(session, "52:54:00:ff:ff:ff") is None
+def test_boot_plan_finds_the_host_by_any_of_its_macs(services, client, auth):
+    create(client, auth, host_doc(1))  # two NICs: one plan, not one per joined row
+    with services.db.kept_connection() as connection:
+        for mac in (mac_for(1), mac_for(1, 1)):
+            plan = plan_for_mac(connection, mac, vault=services.vault, profiles=services.profiles,
+                                public_url="http://x")
+            assert (plan.serial, plan.action, plan.ip) == ("SN0001", BootAction.LOCAL, "10.20.0.11"), plan
+        unknown = plan_for_mac(connection, "52:54:00:ff:ff:ff", vault=services.vault, profiles=services.profiles,
+                               public_url="http://x")
+        assert (unknown.serial, unknown.action) == (None, BootAction.IGNORE)
 
 
 # --------------------------------------------------------------------------- uniqueness
