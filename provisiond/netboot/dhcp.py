@@ -36,21 +36,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import selectors
 import socket
 import struct
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import insert, select
-
-from provisiond import models
 from provisiond.config import Settings
 from provisiond.db import Database
 from provisiond.errors import ConfigError
@@ -71,6 +65,7 @@ from provisiond.netboot.dhcp_codec import (
     parse_request,
 )
 from provisiond.netboot.leases import Subnet
+from provisiond.netboot.timeline import Timeline
 from provisiond.vault import Vault
 
 if TYPE_CHECKING:
@@ -514,102 +509,6 @@ def destination(request: DhcpRequest, reply: DhcpReply, arrival: Arrival, dhcp_p
     return Destination(BROADCAST, client_port, broadcast=True)
 
 
-# --------------------------------------------------------------------------- timeline
-
-
-class Timeline:
-    """Writes outcomes to hosts' timelines, once per window per identical line.
-
-    Off the packet path: :meth:`record` only queues the line; a writer thread
-    writes whatever has queued up in one transaction, so a burst of PXE
-    clients costs one commit per batch, not one per packet, and a slow disk
-    never delays an answer. The writer lingers ``linger`` seconds after the
-    first line of a batch, so a line reaches the timeline within about that. :meth:`flush` waits until everything queued is
-    written; :meth:`close` flushes and stops the writer.
-    """
-
-    def __init__(self, db: Database, window: dt.timedelta = TIMELINE_WINDOW, size: int = 4096,
-                 batch: int = 2048, linger: float = 0.1) -> None:
-        self.db = db
-        self.linger = linger
-        self.window = window
-        self.size = size
-        self.batch = batch
-        self._seen: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[_Line | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
-
-    def record(self, serial: str, message: str, now: dt.datetime, data: dict[str, str] | None = None) -> bool:
-        """Queue the line unless it was written for this host within the window."""
-        key = (serial, message)
-        with self._lock:
-            last = self._seen.get(key)
-            if last is not None and now - last < self.window:
-                return False
-            self._seen[key] = now
-            self._seen.move_to_end(key)
-            while len(self._seen) > self.size:
-                self._seen.popitem(last=False)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._run, name="dhcp-timeline", daemon=True)
-                self._writer.start()
-        self._queue.put(_Line(serial, message, now, data))
-        return True
-
-    def flush(self) -> None:
-        self._queue.join()
-
-    def close(self) -> None:
-        with self._lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            self._queue.put(None)
-            writer.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is not None:
-                # Let a burst gather: a transaction per line would cost the
-                # packet loop more of the GIL than the lines are worth.
-                time.sleep(self.linger)
-            lines = [first]
-            while first is not None and len(lines) < self.batch:
-                try:
-                    lines.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write([line for line in lines if line is not None])
-            except Exception:  # the answers went out; only their timeline lines are lost
-                log.exception("could not write %d DHCP timeline lines", len(lines))
-            finally:
-                for _ in lines:
-                    self._queue.task_done()
-            if None in lines:
-                return
-
-    def _write(self, lines: list[_Line]) -> None:
-        if not lines:
-            return
-        with self.db.write() as session:
-            ids = dict(session.execute(select(models.Host.serial, models.Host.id)
-                                       .where(models.Host.serial.in_({line.serial for line in lines}))).all())
-            rows = [{"host_id": ids[line.serial], "kind": "dhcp", "message": line.message, "data": line.data or {},
-                     "time": line.time} for line in lines if line.serial in ids]
-            if rows:  # one multi-row INSERT: a burst of PXE clients costs little CPU here
-                session.execute(insert(models.Event), rows)
-
-
-@dataclass(frozen=True)
-class _Line:
-    serial: str
-    message: str
-    time: dt.datetime
-    data: dict[str, str] | None
-
-
 # --------------------------------------------------------------------------- the service
 
 
@@ -635,7 +534,7 @@ class DhcpService:
     def __init__(self, services: Services, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.settings = services.settings
         self.clock = clock
-        self.timeline = Timeline(services.db)
+        self.timeline = Timeline(services.db, "dhcp", window=TIMELINE_WINDOW)
         self.handler: Handler | None = None
         if self.settings.dhcp_mode != "off":
             ctx = Context.from_settings(self.settings, services.db, services.vault, services.profiles, clock)

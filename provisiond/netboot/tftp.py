@@ -48,13 +48,15 @@ cannot meet the requirements:
 
 The select loop never waits on the database
 -------------------------------------------
-A per-MAC request is decided on a small thread pool: the worker opens a
-read session, asks :func:`plan_for_mac`, renders the entry and hands the
-bytes back through a queue, waking the loop through a socket pair; only
-then does the loop open the transfer (OACK or DATA 1). Meanwhile the loop
-keeps pumping every other transfer, and a retransmitted RRQ from the same
-client port is ignored while its entry is being prepared. The timeline
-event is written on the same pool once the transfer has been acknowledged.
+A per-MAC request is decided on a small thread pool: the worker asks
+:func:`plan_for_mac` (one statement on the worker's kept connection),
+renders the entry and hands the bytes back through a queue, waking the loop
+through a socket pair; only then does the loop open the transfer (OACK or
+DATA 1). Meanwhile the loop keeps pumping every other transfer, and a
+retransmitted RRQ from the same client port is ignored while its entry is
+being prepared. Once the transfer has been acknowledged, its line goes to
+the host's timeline through :class:`~provisiond.netboot.timeline.Timeline`
+(a writer thread, one transaction per batch).
 
 A cache refreshed in the background was rejected: it would answer from the
 past. Right after ``done`` a stale "ARMED" would hand the installer to a
@@ -99,6 +101,7 @@ from tftpy.TftpStates import TftpStateExpectACK
 
 from provisiond.errors import ProvisiondError
 from provisiond.inventory.bootplan import BootAction, BootPlan, plan_for_mac
+from provisiond.models import utcnow
 from provisiond.netboot.paths import UnsafeName, real_path_inside, unsafe_reason
 from provisiond.netboot.pxeconfig import (
     EntryRenderer,
@@ -107,6 +110,7 @@ from provisiond.netboot.pxeconfig import (
     local_plan,
     mac_from_config_name,
 )
+from provisiond.netboot.timeline import Timeline
 from provisiond.services import Services
 
 log = logging.getLogger("provisiond.netboot.tftp")
@@ -254,7 +258,7 @@ class Entry:
     what: str
     reason: str
     #: The known host it was decided for (its timeline gets the event).
-    host_id: int | None = None
+    serial: str | None = None
 
 
 class EntryMaker:
@@ -268,39 +272,25 @@ class EntryMaker:
 
     def for_mac(self, name: str, loader: Loader, mac: str) -> Entry:
         svc = self.services
-        host_id = None
         try:
-            with svc.db.read() as session:
-                plan = plan_for_mac(session, mac, vault=svc.vault, profiles=svc.profiles,
+            with svc.db.kept_connection() as connection:  # one statement, what is committed now
+                plan = plan_for_mac(connection, mac, vault=svc.vault, profiles=svc.profiles,
                                     public_url=svc.settings.public_url, unknown=self.unknown)
-                if plan.serial is not None:
-                    from provisiond.inventory.hosts import get_host
-
-                    host_id = get_host(session, plan.serial).id
         except Exception as exc:  # never install because of an error
             log.exception("cannot ask the data source about %s", mac)
             plan = local_plan(mac, f"the data source could not be asked ({type(exc).__name__})")
         if plan.action == BootAction.IGNORE:
             return Entry(name, None, "not found", f"{plan.reason} and unknown_mac is 'ignore'")
-        return self.render(name, plan, loader, host_id)
+        return self.render(name, plan, loader)
 
     def fallback(self, name: str) -> Entry:
         loader = Loader.GRUB if name.lower().startswith("grub/") else Loader.PXELINUX
         plan = local_plan("", "not a per-MAC name: only a host's own MAC entry can install")
-        return self.render(name, plan, loader, None)
+        return self.render(name, plan, loader)
 
-    def render(self, name: str, plan: BootPlan, loader: Loader, host_id: int | None) -> Entry:
+    def render(self, name: str, plan: BootPlan, loader: Loader) -> Entry:
         what = "installer entry" if plan.action == BootAction.INSTALL else "local boot"
-        return Entry(name, self.renderer.render(plan, loader).encode(), what, plan.reason, host_id)
-
-    def record(self, host_id: int, message: str, data: dict[str, Any]) -> None:
-        from provisiond.inventory.hosts import record_event
-
-        try:
-            with self.services.db.write() as session:
-                record_event(session, host_id, "tftp", message, data)
-        except Exception:
-            log.exception("cannot record the event %r", message)
+        return Entry(name, self.renderer.render(plan, loader).encode(), what, plan.reason, plan.serial)
 
 
 # --------------------------------------------------------------------------- transfers
@@ -399,6 +389,7 @@ class TftpService:
         self.timeout = float(settings.tftp_timeout_seconds)
         self.interface = settings.netboot_interface
         self.entries = EntryMaker(services)
+        self.timeline = Timeline(services.db, "tftp")  # every transfer of a host's entry is a line
         self.address: tuple[str, int] | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -457,7 +448,8 @@ class TftpService:
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
-        self._executor.shutdown(wait=False)  # events already queued are still written
+        self._executor.shutdown(wait=False)
+        self.timeline.close()  # what was served reaches the timeline before stop returns
         assert self._wake_r is not None and self._wake_w is not None
         wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, None, None
         wake_r.close()
@@ -718,7 +710,7 @@ class TftpService:
         else:
             log.warning("transfer of %r to %s:%d failed after %d bytes: %s", transfer.file_to_transfer, ip, port,
                         transfer.metrics.bytes, failure)
-        if entry is None or entry.host_id is None or self._executor is None:
+        if entry is None or entry.serial is None:
             return
         if failure is None:
             message = f"TFTP: served {entry.name} to {ip}: {entry.what} ({entry.reason})"
@@ -726,10 +718,7 @@ class TftpService:
             message = f"TFTP: sending {entry.name} to {ip} failed: {failure} ({entry.what}: {entry.reason})"
         data = {"file": entry.name, "client": ip, "entry": entry.what, "bytes": transfer.metrics.bytes,
                 "ok": failure is None}
-        try:
-            self._executor.submit(self.entries.record, entry.host_id, message, data)
-        except RuntimeError:  # shut down meanwhile
-            log.warning("not recorded (stopping): %s", message)
+        self.timeline.record(entry.serial, message, utcnow(), data)
 
     def _refuse(self, client: tuple[str, int], request: Request, code: ErrorCode, reason: str,
                 level: int = logging.WARNING) -> None:
