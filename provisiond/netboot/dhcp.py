@@ -40,6 +40,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
@@ -79,6 +80,13 @@ BROADCAST = IPv4Address("255.255.255.255")
 #: An identical timeline line for the same host within this window is not
 #: written again (a client retransmitting DISCOVER every few seconds).
 TIMELINE_WINDOW = dt.timedelta(seconds=60)
+#: Under overload (see DhcpService._serve_backlog): datagrams read per
+#: round, the time a round may take before waiting DISCOVERs are shed, how
+#: often the shedding is summarised in the log, and the socket's buffer.
+DRAIN_MAX = 1024
+ROUND_SECONDS = 0.05
+SHED_LOG_SECONDS = 5.0
+RECEIVE_BUFFER = 1 << 20
 #: Linux <netinet/in.h>; Python's socket module lacks IP_PKTINFO.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
@@ -210,6 +218,17 @@ class Context:
         with self.db.kept_connection() as connection:
             return plan_for_mac(connection, mac, vault=self.vault, profiles=self.profiles,
                                 public_url=self.public_url, unknown=self.unknown)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether a datagram waits on ``sock`` (without reading it)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # an error is waiting: the next read reports it
+    return True
 
 
 def _boot_text(boot: BootChoice) -> str:
@@ -542,19 +561,30 @@ class DhcpService:
         self._thread: threading.Thread | None = None
         self._sockets: list[socket.socket] = []
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._shed_count, self._shed_logged = 0, time.monotonic() - SHED_LOG_SECONDS  # the first shed is told at once
 
     # -- one packet --------------------------------------------------------------
 
     def process(self, data: bytes, arrival: Arrival) -> Sent:
         """Validate → decide → build, with the outcome logged and timelined."""
+        request = self.decode(data, arrival)
+        return request if isinstance(request, Sent) else self.answer(request, arrival)
+
+    def decode(self, data: bytes, arrival: Arrival) -> DhcpRequest | Sent:
+        """The request, or (malformed) the logged outcome of ignoring it."""
         handler = self.handler
         assert handler is not None, "dhcp_mode is off"
         try:
-            request = parse_request(data)
+            return parse_request(data)
         except MalformedPacket as exc:
             outcome = ignore(f"malformed packet from {arrival.source[0]}:{arrival.source[1]}: {exc}", timeline=False)
             log.info("%s: ignored: %s", handler.label, outcome.reason)
             return Sent(outcome)
+
+    def answer(self, request: DhcpRequest, arrival: Arrival) -> Sent:
+        """Decide → build, with the outcome logged and timelined."""
+        handler = self.handler
+        assert handler is not None, "dhcp_mode is off"
         outcome = handler.handle(request, arrival)
         self._note(handler.label, request, arrival, outcome)
         if outcome.reply is None:
@@ -612,6 +642,8 @@ class DhcpService:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            # Room for a storm's burst (the kernel caps it at net.core.rmem_max).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             if self.settings.netboot_interface:
                 # Broadcast requests reach only a socket bound to 0.0.0.0; the
                 # device binding keeps this one to the boot network.
@@ -633,14 +665,48 @@ class DhcpService:
                 for key, _events in selector.select():
                     if key.fileobj is self._wake[0]:
                         return
-                    self._receive(key.fileobj)  # type: ignore[arg-type]
+                    self._serve_backlog(key.fileobj)  # type: ignore[arg-type]
 
-    def _receive(self, sock: socket.socket) -> None:
-        try:
-            data, ancillary, _flags, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size))
-        except OSError as exc:
-            log.warning("DHCP receive failed: %s", exc)
-            return
+    def _serve_backlog(self, sock: socket.socket) -> None:
+        """Answer what has queued on ``sock``: first every request that
+        continues an exchange (REQUEST, DECLINE, RELEASE, INFORM), then the
+        DISCOVERs, newest first. When answering falls behind (a round takes
+        more than :data:`ROUND_SECONDS` and more packets wait), the DISCOVERs
+        left are shed: under overload the exchanges already begun complete,
+        rather than every client getting an OFFER and then no ACK."""
+        continuing: list[tuple[DhcpRequest, Arrival]] = []
+        discovers: list[tuple[DhcpRequest, Arrival]] = []
+        for data, arrival in self._drain(sock):
+            request = self.decode(data, arrival)
+            if isinstance(request, DhcpRequest):
+                (discovers if request.message_type == MessageType.DISCOVER else continuing).append((request, arrival))
+        deadline = time.monotonic() + ROUND_SECONDS
+        for request, arrival in continuing:
+            self._answer_and_send(sock, request, arrival)
+        discovers.reverse()
+        for index, (request, arrival) in enumerate(discovers):
+            if time.monotonic() > deadline and _readable(sock):
+                self._shed(discovers[index:])
+                return
+            self._answer_and_send(sock, request, arrival)
+
+    def _drain(self, sock: socket.socket) -> list[tuple[bytes, Arrival]]:
+        """Every datagram waiting on ``sock`` (at most :data:`DRAIN_MAX`)."""
+        received: list[tuple[bytes, Arrival]] = []
+        while len(received) < DRAIN_MAX:
+            try:
+                data, ancillary, _flags, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size),
+                                                               socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.warning("DHCP receive failed: %s", exc)
+                break
+            received.append((data, self._arrival(sock, ancillary, source)))
+        return received
+
+    @staticmethod
+    def _arrival(sock: socket.socket, ancillary: list[tuple[int, int, bytes]], source: tuple[str, int]) -> Arrival:
         ifindex, local = 0, IPv4Address(0)
         for level, kind, value in ancillary:
             if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
@@ -650,13 +716,29 @@ class DhcpService:
             interface = socket.if_indextoname(ifindex) if ifindex else ""
         except OSError:
             interface = ""
-        arrival = Arrival(sock.getsockname()[1], (source[0], source[1]), local, ifindex, interface)
+        return Arrival(sock.getsockname()[1], (source[0], source[1]), local, ifindex, interface)
+
+    def _answer_and_send(self, sock: socket.socket, request: DhcpRequest, arrival: Arrival) -> None:
         try:
-            sent = self.process(data, arrival)
+            sent = self.answer(request, arrival)
             if sent.data is not None and sent.destination is not None:
                 self._send(sock, sent.data, sent.destination, arrival)
         except Exception:  # one bad packet (or a database hiccup) must not stop the service
-            log.exception("DHCP: failed to handle a packet from %s:%d", *source[:2])
+            log.exception("DHCP: failed to handle a packet from %s:%d", *arrival.source)
+
+    def _shed(self, dropped: list[tuple[DhcpRequest, Arrival]]) -> None:
+        """Drop DISCOVERs unanswered (their clients retransmit), each logged
+        at DEBUG; a WARNING says how many, at most every few seconds."""
+        for request, arrival in dropped:
+            log.debug("DHCP: DHCPDISCOVER from %s via %s: ignored (overloaded: shed)", request.mac,
+                      arrival.interface or arrival.local_address)
+        self._shed_count += len(dropped)
+        now = time.monotonic()
+        if now - self._shed_logged >= SHED_LOG_SECONDS:
+            log.warning("DHCP overloaded: %d DISCOVERs shed unanswered in the last %.0f s (requests that continue "
+                        "an exchange are answered first; the clients retransmit)", self._shed_count,
+                        now - self._shed_logged)
+            self._shed_count, self._shed_logged = 0, now
 
     @staticmethod
     def _send(sock: socket.socket, data: bytes, where: Destination, arrival: Arrival) -> None:

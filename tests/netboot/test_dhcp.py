@@ -592,6 +592,63 @@ def test_service_answers_over_udp_and_stops_promptly(world: World) -> None:
     service.stop()  # idempotent
 
 
+def _backlog(service: DhcpService, packets: list[bytes]) -> tuple[Any, list[tuple[str, str]]]:
+    """A UDP socket with ``packets`` queued on it, and the (message, MAC)
+    pairs the service answers, in order, once it serves that socket."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        for packet in packets:
+            peer.sendto(packet, sock.getsockname())
+    answered: list[tuple[str, str]] = []
+    real = service.answer
+
+    def answer(request: Any, arrival: Arrival) -> Any:
+        answered.append((str(request.message_type), request.mac))
+        return real(request, arrival)
+
+    service.answer = answer  # type: ignore[method-assign]
+    return sock, answered
+
+
+def test_a_backlog_is_served_continuing_exchanges_first(world: World) -> None:
+    """Requests that continue an exchange go before the DISCOVERs read with
+    them, and DISCOVERs newest first (unknown MACs, ignored: nothing is sent)."""
+    service = world.dhcp("full", "ignore")
+    sock, answered = _backlog(service, [request("discover", "52:54:00:ff:00:01"),
+                                        request("request", "52:54:00:ff:00:02", requested="10.77.0.60"),
+                                        request("discover", "52:54:00:ff:00:03"),
+                                        request("inform", "52:54:00:ff:00:04", ciaddr="10.77.0.61")])
+    with sock:
+        service._serve_backlog(sock)
+    assert answered == [("DHCPREQUEST", "52:54:00:ff:00:02"), ("DHCPINFORM", "52:54:00:ff:00:04"),
+                        ("DHCPDISCOVER", "52:54:00:ff:00:03"), ("DHCPDISCOVER", "52:54:00:ff:00:01")]
+
+
+def test_discovers_are_shed_when_answering_falls_behind(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A round over its time with more packets waiting sheds the DISCOVERs it
+    has not answered (said once in a WARNING); a REQUEST is still answered.
+    The round's limits are made tiny here instead of flooding the socket."""
+    from provisiond.netboot import dhcp
+
+    monkeypatch.setattr(dhcp, "ROUND_SECONDS", -1.0)  # every round is already late
+    monkeypatch.setattr(dhcp, "DRAIN_MAX", 3)
+    service = world.dhcp("full", "ignore")
+    packets = [request("discover", f"52:54:00:ff:01:{i:02x}") for i in range(4)]
+    sock, answered = _backlog(service, [*packets[:2], request("request", "52:54:00:ff:01:09",
+                                                               requested="10.77.0.60"), *packets[2:]])
+    with sock:
+        with caplog.at_level("WARNING", logger="provisiond.netboot.dhcp"):
+            service._serve_backlog(sock)  # reads 3, two more wait: the REQUEST only
+        assert answered == [("DHCPREQUEST", "52:54:00:ff:01:09")]
+        assert "DHCP overloaded: 2 DISCOVERs shed unanswered" in caplog.text
+        service._serve_backlog(sock)  # the last two, nothing waits after them: answered
+    assert answered[1:] == [("DHCPDISCOVER", "52:54:00:ff:01:03"), ("DHCPDISCOVER", "52:54:00:ff:01:02")]
+
+
 def test_off_mode_starts_nothing(world: World) -> None:
     service = world.dhcp("off")
     assert service.handler is None
