@@ -8,8 +8,12 @@ workers) takes `POST /install/<token>/slot`:
 1. first requests: each installer asks once (one `curl --parallel`, 8 at
    once): the first 55 (the default cap) are granted, the rest join the
    queue (a state change, an event and a durable commit each);
-2. polls: wrk sends the installers' later requests, round robin over the 500
-   tokens, with 8 and then 500 connections and no pause between requests.
+2. polls at a steady 500/s (an open loop: each poll is sent at its time,
+   whatever the answers, as independent installers do), round robin over
+   the 500 tokens;
+3. polls by wrk, with 8 and then 500 connections and no pause between
+   requests (a closed loop: the server's capacity, and latency under a
+   backlog of 500).
    A queued installer whose heartbeat is recent is answered by one read-only
    statement without the cap's lock; a poll that may be granted is decided
    under the lock.
@@ -125,6 +129,53 @@ def join(url: str, tokens: list[str], concurrency: int, workdir: Path) -> dict[s
             "max_us": latencies[-1] * 1e6, "socket_errors": 0}
 
 
+def open_loop(url: str, tokens: list[str], rate: int, duration: int) -> dict[str, float]:
+    """Polls arriving at a fixed ``rate`` whatever the answers, round robin
+    over the installers' tokens: an open loop, as many independent
+    installers are (wrk's closed loop waits for each answer before the next
+    request, so a slow server is asked less). Each poll is its own
+    connection, as a sync worker closes it anyway; latency counts from the
+    poll's scheduled time, so time spent waiting for a connection is in it."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    async def poll(index: int, at: float) -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        status = 0
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"POST /install/{tokens[index % len(tokens)]}/slot HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            await reader.read()
+            writer.close()
+        except (OSError, ValueError, IndexError):
+            pass
+        return status, loop.time() - at
+
+    async def run() -> tuple[list[tuple[int, float]], float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+        answers = await asyncio.gather(*(poll(i, start + i / rate) for i in range(rate * duration)))
+        return list(answers), loop.time() - start
+
+    answers, _elapsed = asyncio.run(run())
+    latencies = sorted(seconds for _, seconds in answers)
+    # Decisions per second of the schedule: all answered means the rate was
+    # sustained; how late the answers came is the latency.
+    return {"requests": len(answers), "rps": sum(status in (200, 429) for status, _ in answers) / duration,
+            "granted": sum(status == 200 for status, _ in answers),
+            "waiting": sum(status == 429 for status, _ in answers),
+            "other": sum(status not in (200, 429) for status, _ in answers),
+            "p50_us": latencies[len(latencies) // 2] * 1e6, "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+            "max_us": latencies[-1] * 1e6, "socket_errors": 0}
+
+
 def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> dict[str, float]:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
                "--latency", "-s", str(script), url]
@@ -152,6 +203,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--moderate", type=int, default=8, help="connections of the latency run (default 8)")
+    parser.add_argument("--rate", type=int, default=500, help="polls/s of the open-loop run (default 500)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -172,6 +224,10 @@ def main() -> None:
                 first = join(server.url, tokens, args.moderate, ws.root)
                 rows.append(row(kind, f"first requests, {args.moderate} at once", first, None))
                 figures.append({"db": kind, "phase": "first request", "connections": args.moderate, **first})
+                steady = open_loop(server.url, tokens, args.rate, args.duration)
+                ok = steady["rps"] >= 500 and steady["p99_us"] < 50_000 and not steady["other"]
+                rows.append(row(kind, f"polls, {args.rate}/s open loop", steady, ok))
+                figures.append({"db": kind, "phase": "polls, open loop", "rate": args.rate, **steady})
                 for connections in (args.moderate, args.installers):  # the backlog of 500 would skew the next run
                     result = run_wrk(server.url, script, args.duration, connections, args.threads)
                     ok = result["rps"] >= 500 and result["p99_us"] < 50_000 and not result["other"]
@@ -183,7 +239,9 @@ def main() -> None:
          "errors", "goal"],
         rows,
         [f"First requests: each installer's first POST .../slot, {args.moderate} at once (queue joins and "
-         f"grants: state change + event + durable commit under the cap's lock). Polls: wrk -t{args.threads} "
+         f"grants: state change + event + durable commit under the cap's lock). Open loop: {args.rate} polls/s "
+         f"for {args.duration} s, round robin over the tokens, each at its scheduled time whatever the answers "
+         f"(Python asyncio, a connection per poll; latency from the scheduled time). Polls: wrk -t{args.threads} "
          f"-d{args.duration}s with {args.moderate} and then {args.installers} connections (every installer at "
          "once, no pause between requests), round robin over the installers' tokens: a waiter with a recent "
          "heartbeat is answered by one read-only statement; grants and heartbeats are decided under the lock "

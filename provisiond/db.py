@@ -64,7 +64,7 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # instead of failing with "database is locked" when they upgrade a read
     # lock mid-transaction. Readers begin deferred and never block in WAL.
     begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
-    if begin:  # None: autocommit, every statement on its own (Database.read_statement)
+    if begin:  # None: autocommit, every statement on its own (Database.kept_connection)
         conn.exec_driver_sql(begin)
 
 
@@ -81,8 +81,9 @@ class Database:
         autocommit = self.engine.execution_options(
             **({"sqlite_begin": None} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}))
         self._autocommit = autocommit
-        self._statements: sessionmaker[Session] = sessionmaker(autocommit, expire_on_commit=False)
-        self._kept = threading.local()  # each thread's kept connection (kept_connection)
+        self._kept = threading.local()  # each thread's (pid, connection), see kept_connection
+        self._kept_lock = threading.Lock()
+        self._all_kept: list[tuple[int, Connection]] = []
         database = make_url(self.url).database if self.is_sqlite else None
         self._write_lock = f"{database}.writelock" if database and database != ":memory:" else None
 
@@ -117,35 +118,41 @@ class Database:
             yield session
 
     @contextmanager
-    def read_statement(self) -> Iterator[Session]:
-        """For a read that is ONE statement, or statements that need not see
-        one snapshot: each runs on its own, outside a transaction
-        (autocommit), which saves the BEGIN and COMMIT (round trips to
-        PostgreSQL; on SQLite, taking and dropping the WAL read lock)."""
-        with self._statements() as session:
-            yield session
-
-    @contextmanager
     def kept_connection(self) -> Iterator[Connection]:
         """This thread's own autocommit connection, kept open between uses:
-        for a loop that asks one read statement per packet (DHCP), where a
-        session and a pool checkout per question cost more than the query.
+        for a question asked per packet or per poll as one read statement
+        (DHCP and TFTP boot plans, a queued installer's slot poll), where a
+        session, a pool checkout and its pre-ping cost more than the query.
         Every statement runs on its own and sees what is committed at that
-        moment. A database error drops the connection; the next use opens
-        another."""
-        connection: Connection | None = getattr(self._kept, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._kept.connection = self._autocommit.connect()
+        moment. A database error drops the connection (the caller's request
+        fails once); the next use opens another. A forked child never uses
+        its parent's."""
+        kept: tuple[int, Connection] | None = getattr(self._kept, "connection", None)
+        if kept is None or kept[0] != os.getpid() or kept[1].closed:
+            kept = (os.getpid(), self._autocommit.connect())
+            self._kept.connection = kept
+            with self._kept_lock:
+                self._all_kept.append(kept)
+        connection = kept[1]
         try:
             yield connection
             connection.rollback()  # ends SQLAlchemy's autobegun block; nothing to undo in autocommit
         except DBAPIError:
+            self._kept.connection = None
             connection.invalidate()
             connection.close()
-            self._kept.connection = None
             raise
 
     def dispose(self) -> None:
+        with self._kept_lock:
+            kept, self._all_kept = self._all_kept, []
+        for pid, connection in kept:  # at shutdown: whichever thread kept them, in this process only
+            if pid != os.getpid():
+                continue
+            try:
+                connection.close()
+            except Exception:  # already broken: nothing to give back
+                pass
         self.engine.dispose()
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, text, update
+from sqlalchemy import Connection, Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -176,7 +176,7 @@ class Lifecycle:
             _event(session, host.id, install.id, "hardware", message, now, data)
         return verdict
 
-    def peek_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision | None:
+    def peek_slot(self, session: Session | Connection, token: str, now: dt.datetime) -> slots.SlotDecision | None:
         """Answer a slot poll without writing anything, when that is the
         whole answer: the installer already has its slot, or it is queued,
         the global cap is reached and its heartbeat (``last_seen_at``) is
@@ -229,7 +229,7 @@ class Lifecycle:
                        now, {"position": decision.position})
         return decision
 
-    def _slot_poll(self, session: Session, token: str, now: dt.datetime) -> slots.Poll:
+    def _slot_poll(self, session: Session | Connection, token: str, now: dt.datetime) -> slots.Poll:
         """The token's install as a slot request sees it; a bad token is a
         bare 404, a host not between hardware report and install a 409."""
         seen = slots.poll(session, hash_token(token), now, self.limits)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, Integer, String, bindparam, column, func, select, text
+from sqlalchemy import Boolean, Connection, Integer, String, bindparam, column, func, select, text
 from sqlalchemy.orm import Session
 
 from provisiond import models
@@ -121,7 +121,7 @@ class Poll:
     capped: bool
 
 
-def poll(session: Session, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
+def poll(session: Session | Connection, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
     """The install behind a token hash and the cap's counts, or None."""
     row = session.execute(POLL, {
         "yes": True, "token_hash": token_hash, "now": now,
