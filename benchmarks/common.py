@@ -229,6 +229,23 @@ def workspace(kind: str, migrate: bool = True) -> Iterator[Workspace]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def namespace_database_url(url: str) -> str:
+    """The database as a server inside a network namespace must name it:
+    there 127.0.0.1 is the namespace's own loopback, so a local PostgreSQL
+    is reached through its Unix socket (SQLite URLs are unchanged)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgres") or parsed.host not in ("127.0.0.1", "localhost"):
+        return url
+    port = parsed.port or 5432
+    for folder in ("/var/run/postgresql", "/run/postgresql", "/tmp"):
+        if Path(folder, f".s.PGSQL.{port}").exists():
+            return parsed.set(host=None, query={"host": folder}).render_as_string(hide_password=False)
+    raise SystemExit(f"PostgreSQL's Unix socket (.s.PGSQL.{port}) was not found: a server in a network namespace "
+                     "cannot reach 127.0.0.1")
+
+
 def databases(requested: str) -> list[str]:
     """The database kinds to run: those asked for, minus an unreachable PostgreSQL (said so)."""
     kinds = [k.strip() for k in requested.split(",") if k.strip()]

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, dump_json, populated, report, workspace  # noqa: E402
+from benchmarks.common import REPO, dump_json, namespace_database_url, populated, report, workspace  # noqa: E402
 
 SERVER_IP, CLIENT_IP, PREFIX = "10.32.0.1", "10.32.0.254", 12
 POOL = "10.40.0.1-10.40.255.250"
@@ -103,7 +103,7 @@ def start_provisiond(ws: Any, server_ns: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "PROVISIOND_DATA_DIR": str(ws.data_dir), "PROVISIOND_DATABASE_URL": ws.database_url,
+        "PROVISIOND_DATA_DIR": str(ws.data_dir), "PROVISIOND_DATABASE_URL": namespace_database_url(ws.database_url),
         "PROVISIOND_PXELINUX_DIR": str(ws.pxelinux_dir), "PROVISIOND_PUBLIC_URL": f"http://{SERVER_IP}:8080",
         "PROVISIOND_DHCP_MODE": "full", "PROVISIOND_NETBOOT_ADDRESS": SERVER_IP,
         "PROVISIOND_NETBOOT_INTERFACE": "eth0", "PROVISIOND_UNKNOWN_MAC": "local",

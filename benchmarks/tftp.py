@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, dump_json, populated, report, workspace  # noqa: E402
+from benchmarks.common import REPO, dump_json, namespace_database_url, populated, report, workspace  # noqa: E402
 from benchmarks.dhcp import SERVER_IP, veth_pair  # noqa: E402
 
 HOSTS = 10_000
@@ -70,7 +70,7 @@ class Provisiond:
     def __init__(self, ws: Any, ns: str) -> None:
         env = {
             **os.environ, "PYTHONPATH": str(REPO),
-            "PROVISIOND_DATA_DIR": str(ws.data_dir), "PROVISIOND_DATABASE_URL": ws.database_url,
+            "PROVISIOND_DATA_DIR": str(ws.data_dir), "PROVISIOND_DATABASE_URL": namespace_database_url(ws.database_url),
             "PROVISIOND_PXELINUX_DIR": str(ws.pxelinux_dir), "PROVISIOND_PUBLIC_URL": f"http://{SERVER_IP}:8080",
             "PROVISIOND_NETBOOT_ADDRESS": SERVER_IP, "PROVISIOND_NETBOOT_INTERFACE": "eth0",
             "PROVISIOND_TFTP_PORT": "69", "PROVISIOND_LOG_LEVEL": "INFO",
