@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, select, text, update
+from sqlalchemy import Connection, Integer, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -212,21 +212,22 @@ class Lifecycle:
         if state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
         decision = decision or slots.decide(session, seen, self.limits)
-        if not decision.granted and state == HostState.QUEUED:  # still waiting: its heartbeat only
+        if not decision.granted:
+            # Its heartbeat (and first place in the queue); a host still
+            # VERIFYING joins the queue: three statements, no objects loaded.
             session.execute(_TOUCH_WAITER, {"install_id": seen.install_id, "now": now})
+            if state == HostState.VERIFYING:
+                self._set_state(session, seen.host_id, seen.serial, seen.install_id, {state}, HostState.QUEUED,
+                                None, "slot", decision.message, now, {"position": decision.position})
             return decision
         install = install or self._loaded_install(session, seen.install_id)
         install.last_seen_at = now
         install.queued_at = install.queued_at or now
-        if decision.granted:
-            install.slot_granted_at = now
-            install.expires_at = now + self.install_timeout
-            self._move(session, install.host, install, {state}, HostState.INSTALLING, None, "slot",
-                       f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
-                       f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
-        else:
-            self._move(session, install.host, install, {state}, HostState.QUEUED, None, "slot", decision.message,
-                       now, {"position": decision.position})
+        install.slot_granted_at = now
+        install.expires_at = now + self.install_timeout
+        self._move(session, install.host, install, {state}, HostState.INSTALLING, None, "slot",
+                   f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
+                   f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
         return decision
 
     def _slot_poll(self, session: Session | Connection, token: str, now: dt.datetime) -> slots.Poll:
@@ -293,30 +294,42 @@ class Lifecycle:
     def _move(self, session: Session, host: models.Host, install: models.Install | None,
               expected: Iterable[HostState], target: HostState, reason: str | None, kind: str, message: str,
               now: dt.datetime, data: dict[str, Any] | None = None, hook: str | None = None) -> None:
-        expected = set(expected)
-        for state in expected:
-            if not can_transition(state, target):
-                raise IllegalTransition(f"host {host.serial}: {state} → {target} is not allowed")
-        result = session.execute(
-            update(models.Host)
-            .where(models.Host.id == host.id, models.Host.state.in_([s.value for s in expected]))
-            .values(state=target.value, state_reason=reason, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult: an UPDATE
-            session.refresh(host)
-            raise IllegalTransition(f"host {host.serial} is {host.state}, not {'/'.join(sorted(expected))}; "
-                                    f"it cannot become {target}")
-        # The UPDATE above wrote them: the loaded row learns them without a second UPDATE at flush.
+        """:meth:`_set_state` for a loaded host, which learns its new state;
+        then the hook, once the transaction has committed."""
+        self._set_state(session, host.id, host.serial, install.id if install else None, expected, target, reason,
+                        kind, message, now, data)
+        # The UPDATE wrote them: the loaded row learns them without a second UPDATE at flush.
         set_committed_value(host, "state", target.value)
         set_committed_value(host, "state_reason", reason)
-        _event(session, host.id, install.id if install else None, kind, message, now,
-               {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
         if hook and self.hooks is not None:
             call = HookCall(hook, host.serial, host.hostname, _primary_mac(host), host.ip, host.profile,
                             target.value, reason)
             runner = self.hooks
             on_commit(session, lambda: runner.fire(call))
+
+    @staticmethod
+    def _set_state(session: Session, host_id: int, serial: str, install_id: int | None,
+                   expected: Iterable[HostState], target: HostState, reason: str | None, kind: str, message: str,
+                   now: dt.datetime, data: dict[str, Any] | None = None) -> None:
+        """THE write of a host's state: a compare-and-set from one of
+        ``expected`` to ``target`` and its Event, in the caller's transaction.
+        An illegal step, or a host no longer in an expected state, is a 409."""
+        expected = set(expected)
+        for state in expected:
+            if not can_transition(state, target):
+                raise IllegalTransition(f"host {serial}: {state} → {target} is not allowed")
+        result = session.execute(
+            update(models.Host)
+            .where(models.Host.id == host_id, models.Host.state.in_([s.value for s in expected]))
+            .values(state=target.value, state_reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult: an UPDATE
+            actual = session.scalar(select(models.Host.state).where(models.Host.id == host_id))
+            raise IllegalTransition(f"host {serial} is {actual}, not {'/'.join(sorted(expected))}; "
+                                    f"it cannot become {target}")
+        _event(session, host_id, install_id, kind, message, now,
+               {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
 
 
 def _protection(host: models.Host, state: HostState) -> str | None:
@@ -341,8 +354,8 @@ def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
 
 def _event(session: Session, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
            data: dict[str, Any] | None = None) -> None:
-    session.add(models.Event(host_id=host_id, install_id=install_id, time=now, kind=kind, message=message,
-                             data=data or {}))
+    session.execute(insert(models.Event).values(host_id=host_id, install_id=install_id, time=now, kind=kind,
+                                                message=message, data=data or {}))
 
 
 def _primary_mac(host: models.Host) -> str:
