@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("provisiond.db")
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -142,6 +143,23 @@ class Database:
             connection.invalidate()
             connection.close()
             raise
+
+    def ask(self, question: Callable[[Connection], T]) -> T:
+        """``question(connection)`` on this thread's kept connection (a read:
+        it may run twice). A connection found broken, e.g. by a database
+        restart since its last use, is replaced and the question asked once
+        more, so the first packet after a restart is still answered from the
+        data source (a pooled session would have pinged first)."""
+        try:
+            with self.kept_connection() as connection:
+                return question(connection)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.info("the kept database connection was broken (%s); asking again on a new one",
+                     type(exc.orig).__name__)
+        with self.kept_connection() as connection:
+            return question(connection)
 
     def dispose(self) -> None:
         with self._kept_lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from provisiond import models
@@ -63,3 +63,30 @@ def test_dispose_closes_kept_connections(db_url: str) -> None:
         connection.scalar(text("SELECT 1"))
     db.dispose()
     assert connection.closed
+
+
+def test_ask_answers_after_the_database_dropped_the_kept_connection(postgres_database: str) -> None:
+    """A database restart (here: its backend terminated) breaks the kept
+    connection; the next question is still answered, on a new one. (A
+    SQLite connection is a file handle: no server can drop it.)"""
+    db = Database(postgres_database)
+    try:
+        pid = db.ask(lambda connection: connection.scalar(text("SELECT pg_backend_pid()")))
+        with db.engine.connect() as other:
+            assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        again = db.ask(lambda connection: connection.scalar(text("SELECT pg_backend_pid()")))
+        assert again != pid
+    finally:
+        db.dispose()
+
+
+def test_ask_does_not_repeat_a_question_that_failed_on_its_own(services: Services) -> None:
+    asked: list[int] = []
+
+    def question(connection: Connection) -> None:
+        asked.append(1)
+        connection.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(DBAPIError):
+        services.db.ask(question)
+    assert asked == [1]

@@ -215,9 +215,9 @@ class Context:
 
     def plan(self, mac: str) -> BootPlan:
         # One statement on the loop's kept connection: what is committed now.
-        with self.db.kept_connection() as connection:
-            return plan_for_mac(connection, mac, vault=self.vault, profiles=self.profiles,
-                                public_url=self.public_url, unknown=self.unknown)
+        return self.db.ask(lambda connection: plan_for_mac(
+            connection, mac, vault=self.vault, profiles=self.profiles, public_url=self.public_url,
+            unknown=self.unknown))
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -273,9 +273,9 @@ class EntryMaker:
     def for_mac(self, name: str, loader: Loader, mac: str) -> Entry:
         svc = self.services
         try:
-            with svc.db.kept_connection() as connection:  # one statement, what is committed now
-                plan = plan_for_mac(connection, mac, vault=svc.vault, profiles=svc.profiles,
-                                    public_url=svc.settings.public_url, unknown=self.unknown)
+            plan = svc.db.ask(lambda connection: plan_for_mac(  # one statement, what is committed now
+                connection, mac, vault=svc.vault, profiles=svc.profiles, public_url=svc.settings.public_url,
+                unknown=self.unknown))
         except Exception as exc:  # never install because of an error
             log.exception("cannot ask the data source about %s", mac)
             plan = local_plan(mac, f"the data source could not be asked ({type(exc).__name__})")

@@ -100,8 +100,8 @@ def slot(token: str) -> Response:
     svc = services()
     now = utcnow()
     raw_body(_limit())  # no body is needed; an oversized one is still refused
-    with svc.db.kept_connection() as connection:  # most polls of a queue are answered here, writing nothing
-        decision = svc.lifecycle.peek_slot(connection, token, now)
+    # Most polls of a queue are answered here, by one read statement, writing nothing.
+    decision = svc.db.ask(lambda connection: svc.lifecycle.peek_slot(connection, token, now))
     if decision is None:
         with svc.db.write() as session:
             decision = svc.lifecycle.request_slot(session, token, now)
