@@ -132,8 +132,8 @@ class Database:
         if kept is None or kept[0] != os.getpid() or kept[1].closed:
             kept = (os.getpid(), self._autocommit.connect())
             self._kept.connection = kept
-            with self._kept_lock:
-                self._all_kept.append(kept)
+            with self._kept_lock:  # dropped connections are forgotten, not kept until dispose
+                self._all_kept = [k for k in self._all_kept if not k[1].closed] + [kept]
         connection = kept[1]
         try:
             yield connection

@@ -729,7 +729,7 @@ class DhcpService:
     def _shed(self, dropped: list[tuple[DhcpRequest, Arrival]]) -> None:
         """Drop DISCOVERs unanswered (their clients retransmit), each logged
         at DEBUG; a WARNING says how many, at most every few seconds."""
-        for request, arrival in dropped:
+        for request, arrival in dropped if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("DHCP: DHCPDISCOVER from %s via %s: ignored (overloaded: shed)", request.mac,
                       arrival.interface or arrival.local_address)
         self._shed_count += len(dropped)
