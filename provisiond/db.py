@@ -128,21 +128,76 @@ class Database:
         moment. A database error drops the connection (the caller's request
         fails once); the next use opens another. A forked child never uses
         its parent's."""
+        connection = self._kept_or_new()
+        try:
+            yield connection
+            connection.rollback()  # ends SQLAlchemy's autobegun block; nothing to undo in autocommit
+        except DBAPIError:
+            self._drop(connection)
+            raise
+
+    @contextmanager
+    def kept_write(self) -> Iterator[Connection]:
+        """One short write transaction on this thread's kept connection,
+        committed if the block succeeds, else rolled back: for the slot
+        endpoint's writes, where a pooled session's checkout, pre-ping and
+        ORM bookkeeping cost more than the statements. The transaction is
+        opened by hand (``BEGIN``; on SQLite ``BEGIN IMMEDIATE`` in the
+        writers' turn), so it is as atomic and durable as :meth:`write`.
+        A connection found broken at ``BEGIN`` (nothing done yet) is
+        replaced once, as :meth:`ask` does."""
+        with self._sqlite_writer_turn():
+            connection = self._begin_on_kept()
+            try:
+                yield connection
+                connection.commit()
+            except DBAPIError:
+                self._drop(connection)
+                raise
+            except BaseException:
+                self._roll_back(connection)
+                raise
+
+    def _begin_on_kept(self) -> Connection:
+        begin = "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
+        connection = self._kept_or_new()
+        try:
+            connection.exec_driver_sql(begin)
+            return connection
+        except DBAPIError as exc:
+            self._drop(connection)
+            if not exc.connection_invalidated:
+                raise
+            log.info("the kept database connection was broken (%s); beginning on a new one",
+                     type(exc.orig).__name__)
+        connection = self._kept_or_new()
+        try:
+            connection.exec_driver_sql(begin)
+        except DBAPIError:
+            self._drop(connection)
+            raise
+        return connection
+
+    def _roll_back(self, connection: Connection) -> None:
+        try:
+            connection.rollback()
+        except DBAPIError:
+            self._drop(connection)
+
+    def _kept_or_new(self) -> Connection:
         kept: tuple[int, Connection] | None = getattr(self._kept, "connection", None)
         if kept is None or kept[0] != os.getpid() or kept[1].closed:
             kept = (os.getpid(), self._autocommit.connect())
             self._kept.connection = kept
             with self._kept_lock:  # dropped connections are forgotten, not kept until dispose
                 self._all_kept = [k for k in self._all_kept if not k[1].closed] + [kept]
-        connection = kept[1]
-        try:
-            yield connection
-            connection.rollback()  # ends SQLAlchemy's autobegun block; nothing to undo in autocommit
-        except DBAPIError:
-            self._kept.connection = None
-            connection.invalidate()
-            connection.close()
-            raise
+        return kept[1]
+
+    def _drop(self, connection: Connection) -> None:
+        """Forget a connection a database error went through: the next use opens another."""
+        self._kept.connection = None
+        connection.invalidate()
+        connection.close()
 
     def ask(self, question: Callable[[Connection], T]) -> T:
         """``question(connection)`` on this thread's kept connection (a read:

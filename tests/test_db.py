@@ -1,12 +1,13 @@
 """Database.kept_connection: one autocommit connection per thread, kept
-between uses, seeing what is committed at the moment it asks."""
+between uses, seeing what is committed at the moment it asks; kept_write:
+a write transaction opened by hand on it."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, text
 from sqlalchemy.exc import DBAPIError
 
 from provisiond import models
@@ -90,3 +91,68 @@ def test_ask_does_not_repeat_a_question_that_failed_on_its_own(services: Service
     with pytest.raises(DBAPIError):
         services.db.ask(question)
     assert asked == [1]
+
+
+def _add(connection: Connection, *names: str) -> None:
+    connection.execute(insert(models.Group), [{"name": name} for name in names])
+
+
+def _group_names(db: Database) -> list[str]:
+    with db.read() as session:
+        return sorted(g.name for g in session.query(models.Group))
+
+
+def test_kept_write_commits_the_block(services: Services) -> None:
+    db = services.db
+    before = _group_names(db)
+    with db.kept_write() as connection:
+        _add(connection, 'one', 'two')
+    assert _group_names(db) == sorted(before + ["one", "two"])
+    with db.kept_connection() as kept:  # the same connection, back in autocommit
+        assert kept is connection
+        _add(kept, 'three')
+    assert "three" in _group_names(db)
+
+
+def test_kept_write_rolls_back_everything_when_the_block_fails(services: Services) -> None:
+    db = services.db
+    before = _group_names(db)
+    with pytest.raises(RuntimeError):
+        with db.kept_write() as connection:
+            _add(connection, 'half')
+            raise RuntimeError("a refusal after the first statement")
+    assert _group_names(db) == before
+    with pytest.raises(DBAPIError):
+        with db.kept_write() as connection:
+            _add(connection, 'half')
+            connection.execute(text("INSERT INTO no_such_table VALUES (1)"))
+    assert _group_names(db) == before
+    assert connection.closed  # a database error dropped it
+    with db.kept_write() as fresh:
+        _add(fresh, 'after')
+    assert _group_names(db) == sorted(before + ["after"])
+
+
+def test_kept_write_is_one_transaction(services: Services) -> None:
+    """Nobody sees the block's first statement before the block ends: BEGIN
+    opened a real transaction, not a statement-by-statement autocommit."""
+    db = services.db
+    before = _group_names(db)
+    with db.kept_write() as connection:
+        _add(connection, "first")
+        assert _group_names(db) == before  # another connection, mid-transaction
+        _add(connection, "second")
+    assert _group_names(db) == sorted(before + ["first", "second"])
+
+
+def test_kept_write_begins_on_a_new_connection_after_the_database_dropped_it(postgres_database: str) -> None:
+    db = Database(postgres_database)
+    try:
+        pid = db.ask(lambda connection: connection.scalar(text("SELECT pg_backend_pid()")))
+        with db.engine.connect() as other:
+            assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with db.kept_write() as connection:
+            again = connection.scalar(text("SELECT pg_backend_pid()"))
+        assert again != pid
+    finally:
+        db.dispose()

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from provisiond import models
-from provisiond.db import on_commit
+from provisiond.db import Database, on_commit
 from provisiond.errors import Conflict, NotFound
 from provisiond.install import slots
 from provisiond.install.hooks import HookCall, HookRunner
@@ -66,6 +66,21 @@ _INSTALL_BY_TOKEN = (select(models.Install).options(joinedload(models.Install.ho
 _TOUCH_WAITER = text(
     "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now) WHERE id = :install_id"
 ).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("install_id", type_=Integer()))
+
+_GRANT = text(
+    "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now), slot_granted_at = :now, "
+    "expires_at = :expires_at WHERE id = :install_id"
+).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("expires_at", type_=models.UtcDateTime()),
+             bindparam("install_id", type_=Integer()))
+
+#: A host as its hooks see it; the primary MAC is the NIC marked primary, else the first.
+_HOOK_HOST = (
+    select(models.Host.serial, models.Host.hostname, models.Host.ip, models.Host.profile,
+           select(models.Nic.mac).where(models.Nic.host_id == models.Host.id)
+           .order_by(models.Nic.primary.desc(), models.Nic.position, models.Nic.id).limit(1)
+           .scalar_subquery().label("mac"))
+    .where(models.Host.id == bindparam("host_id"))
+)
 
 
 def hash_token(token: str) -> str:
@@ -176,77 +191,77 @@ class Lifecycle:
             _event(session, host.id, install.id, "hardware", message, now, data)
         return verdict
 
-    def peek_slot(self, session: Session | Connection, token: str, now: dt.datetime) -> slots.SlotDecision | None:
-        """Answer a slot poll without writing anything, when that is the
-        whole answer: the installer already has its slot, or it is queued,
-        the global cap is reached and its heartbeat (``last_seen_at``) is
-        recent enough. None: :meth:`request_slot` must decide (a grant, a
-        first request, or a heartbeat to record). Most polls of a long queue
-        end here, in one read-only statement and no lock."""
-        seen = self._slot_poll(session, token, now)
-        if seen.state == HostState.INSTALLING:
-            return slots.SlotDecision(True)
-        if seen.state != HostState.QUEUED or seen.last_seen_at is None \
-                or now - seen.last_seen_at >= self.limits.heartbeat:
-            return None
-        return slots.still_waiting(seen, self.limits)
+    def request_slot(self, db: Database, token: str, now: dt.datetime) -> slots.SlotDecision:
+        """Grant a slot or say where in the queue the installer waits: the
+        slot endpoint's whole work. It is the hot path (every poll of every
+        waiting installer), so it runs Core statements on this thread's kept
+        connection and opens a transaction only when something must change:
 
-    def request_slot(self, session: Session, token: str, now: dt.datetime) -> slots.SlotDecision:
-        """Grant a slot or queue the installer.
-
-        Only a grant needs the cap's lock: when the global cap is full the
-        installer waits (joining the queue, or recording its heartbeat)
-        without it, and a compare-and-set guards its state change. A poll
-        that may be granted loads its rows first, then takes the lock and
-        decides on the state as read after taking it, so the lock is held
-        for the decision and its writes only.
+        1. one read-only statement answers a poll when that is the whole
+           answer: the installer already has its slot, or it is queued, the
+           global cap is full and its heartbeat (``last_seen_at``) is recent;
+        2. a wait to record (joining the queue, or a heartbeat) is a short
+           transaction without the cap's lock: the "wait" read in 1 can only
+           be stale in the waiter's disfavour, and a compare-and-set guards
+           the state change;
+        3. a poll that may be granted is decided under the cap's lock, on
+           counts read after taking it, and the lock is held for the decision
+           and its writes only.
         """
-        seen = self._slot_poll(session, token, now)
-        decision = slots.still_waiting(seen, self.limits)
-        install = None
-        if decision is None and seen.state != HostState.INSTALLING:
-            install = self._loaded_install(session, seen.install_id)
-            slots.lock_slots(session)
-            seen = self._slot_poll(session, token, now)
-        state = seen.state
-        if state == HostState.INSTALLING:
+        seen = db.ask(lambda connection: self._slot_poll(connection, token, now))
+        if seen.state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
-        decision = decision or slots.decide(session, seen, self.limits)
-        if not decision.granted:
-            # Its heartbeat (and first place in the queue); a host still
-            # VERIFYING joins the queue: three statements, no objects loaded.
-            session.execute(_TOUCH_WAITER, {"install_id": seen.install_id, "now": now})
-            if state == HostState.VERIFYING:
-                self._set_state(session, seen.host_id, seen.serial, seen.install_id, {state}, HostState.QUEUED,
-                                None, "slot", decision.message, now, {"position": decision.position})
-            return decision
-        install = install or self._loaded_install(session, seen.install_id)
-        install.last_seen_at = now
-        install.queued_at = install.queued_at or now
-        install.slot_granted_at = now
-        install.expires_at = now + self.install_timeout
-        self._move(session, install.host, install, {state}, HostState.INSTALLING, None, "slot",
-                   f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
-                   f"must finish by {install.expires_at:%H:%M:%S} UTC", now, hook="on-installing")
+        waiting = slots.still_waiting(seen, self.limits)
+        if waiting is not None:
+            if seen.state == HostState.QUEUED and not self._heartbeat_due(seen, now):
+                return waiting
+            with db.kept_write() as connection:
+                self._record_wait(connection, seen, waiting, now)
+            return waiting
+        with db.kept_write() as connection:
+            slots.lock_slots(connection)
+            seen = self._slot_poll(connection, token, now)
+            if seen.state == HostState.INSTALLING:
+                return slots.SlotDecision(True)
+            decision = slots.decide(connection, seen, self.limits)
+            if decision.granted:
+                self._grant(connection, seen, decision, now)
+            else:
+                self._record_wait(connection, seen, decision, now)
+        if decision.granted:
+            self._fire(db, "on-installing", seen.host_id, HostState.INSTALLING, None)
         return decision
 
-    def _slot_poll(self, session: Session | Connection, token: str, now: dt.datetime) -> slots.Poll:
+    def _heartbeat_due(self, seen: slots.Poll, now: dt.datetime) -> bool:
+        return seen.last_seen_at is None or now - seen.last_seen_at >= self.limits.heartbeat
+
+    def _record_wait(self, connection: Connection, seen: slots.Poll, decision: slots.SlotDecision,
+                     now: dt.datetime) -> None:
+        """The waiter's heartbeat (and first place in the queue); a host still
+        VERIFYING joins the queue."""
+        connection.execute(_TOUCH_WAITER, {"install_id": seen.install_id, "now": now})
+        if seen.state == HostState.VERIFYING:
+            self._set_state(connection, seen.host_id, seen.serial, seen.install_id, {seen.state}, HostState.QUEUED,
+                            None, "slot", decision.message, now, {"position": decision.position})
+
+    def _grant(self, connection: Connection, seen: slots.Poll, decision: slots.SlotDecision,
+               now: dt.datetime) -> None:
+        expires_at = now + self.install_timeout
+        connection.execute(_GRANT, {"install_id": seen.install_id, "now": now, "expires_at": expires_at})
+        self._set_state(connection, seen.host_id, seen.serial, seen.install_id, {seen.state}, HostState.INSTALLING,
+                        None, "slot", f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
+                        f"must finish by {expires_at:%H:%M:%S} UTC", now)
+
+    def _slot_poll(self, connection: Connection, token: str, now: dt.datetime) -> slots.Poll:
         """The token's install as a slot request sees it; a bad token is a
         bare 404, a host not between hardware report and install a 409."""
-        seen = slots.poll(session, hash_token(token), now, self.limits)
+        seen = slots.poll(connection, hash_token(token), now, self.limits)
         if seen is None or not seen.active or seen.expires_at <= now:
             raise NotFound("not found")
         if seen.state not in (HostState.VERIFYING, HostState.QUEUED, HostState.INSTALLING):
             raise IllegalTransition(f"host {seen.serial} is {seen.state}; a slot is requested after the "
                                     "hardware report")
         return seen
-
-    @staticmethod
-    def _loaded_install(session: Session, install_id: int) -> models.Install:
-        install = session.get(models.Install, install_id, options=[joinedload(models.Install.host)],
-                              populate_existing=True)
-        assert install is not None
-        return install
 
     def progress(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
         _event(session, install.host_id, install.id, "progress", message, now)
@@ -301,14 +316,18 @@ class Lifecycle:
         # The UPDATE wrote them: the loaded row learns them without a second UPDATE at flush.
         set_committed_value(host, "state", target.value)
         set_committed_value(host, "state_reason", reason)
-        if hook and self.hooks is not None:
-            call = HookCall(hook, host.serial, host.hostname, _primary_mac(host), host.ip, host.profile,
-                            target.value, reason)
+        if hook and self.hooks is not None and self.hooks.executables(hook):
+            call = _hook_call(session, hook, host.id, target, reason)
             runner = self.hooks
             on_commit(session, lambda: runner.fire(call))
 
+    def _fire(self, db: Database, hook: str, host_id: int, state: HostState, reason: str | None) -> None:
+        """Run ``hook`` for a change already committed outside a session."""
+        if self.hooks is not None and self.hooks.executables(hook):
+            self.hooks.fire(db.ask(lambda connection: _hook_call(connection, hook, host_id, state, reason)))
+
     @staticmethod
-    def _set_state(session: Session, host_id: int, serial: str, install_id: int | None,
+    def _set_state(session: Session | Connection, host_id: int, serial: str, install_id: int | None,
                    expected: Iterable[HostState], target: HostState, reason: str | None, kind: str, message: str,
                    now: dt.datetime, data: dict[str, Any] | None = None) -> None:
         """THE write of a host's state: a compare-and-set from one of
@@ -352,14 +371,18 @@ def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
     install.finished_at = now
 
 
-def _event(session: Session, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
+def _event(session: Session | Connection, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
            data: dict[str, Any] | None = None) -> None:
     session.execute(insert(models.Event).values(host_id=host_id, install_id=install_id, time=now, kind=kind,
                                                 message=message, data=data or {}))
 
 
-def _primary_mac(host: models.Host) -> str:
-    return next((n.mac for n in host.nics if n.primary), host.nics[0].mac if host.nics else "")
+def _hook_call(connection: Session | Connection, hook: str, host_id: int, state: HostState,
+               reason: str | None) -> HookCall:
+    """What a hook is told about the host: read in one statement, so a
+    change made without loading the host needs no ORM objects."""
+    row = connection.execute(_HOOK_HOST, {"host_id": host_id}).one()
+    return HookCall(hook, row.serial, row.hostname, row.mac or "", row.ip, row.profile, state.value, reason)
 
 
 def _report_data(report: HardwareReport) -> dict[str, Any]:

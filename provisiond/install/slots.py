@@ -22,6 +22,7 @@ from provisiond.states import HostState
 
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that guards the cap.
 _ADVISORY_KEY = 0x70766473  # "pvds"
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 @dataclass(frozen=True)
@@ -46,25 +47,25 @@ class SlotDecision:
     in_use: int = 0  # slots in use once granted
 
 
-def lock_slots(session: Session) -> None:
+def lock_slots(connection: Connection) -> None:
     """Serialise grants for the rest of this transaction (SQLite: the write
     transaction began IMMEDIATE and already holds the lock; PostgreSQL: a
     transaction-scoped advisory lock). Statements after it see what earlier
     grants committed."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK, {"key": _ADVISORY_KEY})
 
 
-def _full_groups(session: Session, host_id: int) -> list[tuple[str, int]]:
+def _full_groups(connection: Connection, host_id: int) -> list[tuple[str, int]]:
     """The host's groups whose own install cap is reached."""
-    capped = session.execute(
+    capped = connection.execute(
         select(models.Group.id, models.Group.name, models.Group.install_cap)
         .join(models.host_groups, models.host_groups.c.group_id == models.Group.id)
         .where(models.host_groups.c.host_id == host_id, models.Group.install_cap.is_not(None))
     ).all()
     full = []
     for group_id, name, cap in capped:  # install_cap IS NOT NULL: an int
-        busy = session.scalar(
+        busy = connection.scalar(
             select(func.count()).select_from(models.Host)
             .join(models.host_groups, models.host_groups.c.host_id == models.Host.id)
             .where(models.host_groups.c.group_id == group_id, models.Host.state == HostState.INSTALLING.value)
@@ -121,9 +122,9 @@ class Poll:
     capped: bool
 
 
-def poll(session: Session | Connection, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
+def poll(connection: Connection, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
     """The install behind a token hash and the cap's counts, or None."""
-    row = session.execute(POLL, {
+    row = connection.execute(POLL, {
         "yes": True, "token_hash": token_hash, "now": now,
         "fresh": now - dt.timedelta(seconds=limits.stale_seconds),
     }).first()
@@ -154,13 +155,13 @@ def still_waiting(seen: Poll, limits: Limits) -> SlotDecision | None:
     return None
 
 
-def decide(session: Session, seen: Poll, limits: Limits) -> SlotDecision:
+def decide(connection: Connection, seen: Poll, limits: Limits) -> SlotDecision:
     """Grant a slot, or say where in the queue the installer stands. ``seen``
     must have been read after :func:`lock_slots`."""
     waiting = still_waiting(seen, limits)
     if waiting is not None:
         return waiting
-    full = _full_groups(session, seen.host_id) if seen.capped else []
+    full = _full_groups(connection, seen.host_id) if seen.capped else []
     if full:
         name, cap = full[0]
         return _waiting(seen.ahead + 1, limits, f"install limit {cap} of group {name} reached")

@@ -100,11 +100,7 @@ def slot(token: str) -> Response:
     svc = services()
     now = utcnow()
     raw_body(_limit())  # no body is needed; an oversized one is still refused
-    # Most polls of a queue are answered here, by one read statement, writing nothing.
-    decision = svc.db.ask(lambda connection: svc.lifecycle.peek_slot(connection, token, now))
-    if decision is None:
-        with svc.db.write() as session:
-            decision = svc.lifecycle.request_slot(session, token, now)
+    decision = svc.lifecycle.request_slot(svc.db, token, now)
     if decision.granted:
         return _answer(200, "install slot granted", status="granted")
     response = _answer(429, decision.message, error="install_cap", position=decision.position,

@@ -56,29 +56,28 @@ def test_a_waiting_poll_writes_nothing(client, services, queued):
 
 def test_the_heartbeat_is_written_once_it_is_old(services, queued):
     lifecycle = services.lifecycle
-    soon = utcnow() + dt.timedelta(seconds=1)
-    with services.db.read() as session:
-        decision = lifecycle.peek_slot(session, queued[1], soon)
-    assert decision is not None and not decision.granted and decision.position == 1
+    before = _rows(services)
+    decision = lifecycle.request_slot(services.db, queued[1], utcnow() + dt.timedelta(seconds=1))
+    assert not decision.granted and decision.position == 1
+    assert _rows(services) == before  # a recent heartbeat: nothing written
     later = utcnow() + lifecycle.limits.heartbeat
+    assert not lifecycle.request_slot(services.db, queued[1], later).granted
     with services.db.read() as session:
-        assert lifecycle.peek_slot(session, queued[1], later) is None  # the write path must record it
-    with services.db.write() as session:
-        assert not lifecycle.request_slot(session, queued[1], later).granted
-    with services.db.read() as session:
-        install = lifecycle.find_install(session, queued[1], later)
-        assert install.last_seen_at == later
-        assert lifecycle.peek_slot(session, queued[1], later) is not None
+        assert lifecycle.find_install(session, queued[1], later).last_seen_at == later
+    assert _rows(services)[1:] == before[1:]  # the heartbeat only: no state change, no event
+    again = _rows(services)
+    assert not lifecycle.request_slot(services.db, queued[1], later).granted
+    assert _rows(services) == again
 
 
-def test_a_freed_slot_goes_to_the_write_path_and_is_granted(client, services, queued):
+def test_a_freed_slot_is_granted_and_then_answered_read_only(client, services, queued):
     assert client.post(f"/install/{queued[0]}/done").status_code == 200
-    with services.db.read() as session:
-        assert services.lifecycle.peek_slot(session, queued[1], utcnow()) is None
     assert client.post(f"/install/{queued[1]}/slot").status_code == 200
-    with services.db.read() as session:  # a repeated request of the holder: read-only, still granted
-        decision = services.lifecycle.peek_slot(session, queued[1], utcnow())
-    assert decision is not None and decision.granted
+    with services.db.read() as session:
+        assert session.scalar(select(models.Host.state).where(models.Host.serial == SECOND)) == "installing"
+    before = _rows(services)
+    assert services.lifecycle.request_slot(services.db, queued[1], utcnow()).granted  # the holder asks again
+    assert _rows(services) == before
 
 
 def test_bad_tokens_and_states_are_refused_read_only(client, services, demo_data, arm, queued):
