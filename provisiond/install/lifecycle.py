@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, insert, select, text, update
+from sqlalchemy import BindParameter, Connection, Integer, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -63,15 +63,47 @@ _INSTALL_BY_TOKEN = (select(models.Install).options(joinedload(models.Install.ho
                      .where(models.Install.token_hash == bindparam("token_hash")))
 
 
-_TOUCH_WAITER = text(
-    "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now) WHERE id = :install_id"
-).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("install_id", type_=Integer()))
+# ------------------------------------------------------------- the state write
+# A state change is a compare-and-set of the host's state, its Event, and
+# sometimes an update of the install (a waiter's heartbeat, a grant) that
+# must happen only with the change. On PostgreSQL the three are ONE statement
+# (data-modifying WITH clauses: atomic on its own, one round trip); SQLite has
+# no such clauses and runs them one by one in the caller's transaction.
 
-_GRANT = text(
-    "UPDATE installs SET last_seen_at = :now, queued_at = COALESCE(queued_at, :now), slot_granted_at = :now, "
-    "expires_at = :expires_at WHERE id = :install_id"
-).bindparams(bindparam("now", type_=models.UtcDateTime()), bindparam("expires_at", type_=models.UtcDateTime()),
-             bindparam("install_id", type_=Integer()))
+_INSTALL_SETS = {
+    # A waiter's heartbeat, and its first place in the queue.
+    "touch": "last_seen_at = :now, queued_at = COALESCE(queued_at, :now)",
+    "grant": "last_seen_at = :now, queued_at = COALESCE(queued_at, :now), slot_granted_at = :now, "
+             "expires_at = :expires_at",
+}
+_HOST_CAS = ("UPDATE hosts SET state = :target, state_reason = :reason, updated_at = :now "
+             "WHERE id = :host_id AND state IN :expected")
+_EVENT_COLUMNS = "events (host_id, install_id, time, kind, message, data)"
+_TYPES: tuple[BindParameter[Any], ...] = (
+    bindparam("now", type_=models.UtcDateTime()), bindparam("expires_at", type_=models.UtcDateTime()),
+    bindparam("host_id", type_=Integer()), bindparam("install_id", type_=Integer()),
+    bindparam("expected", expanding=True), bindparam("data", type_=models.Event.__table__.c.data.type),
+)
+
+
+def _typed(sql: str) -> TextClause:
+    """``sql`` with the types of the binds it uses."""
+    return text(sql).bindparams(*(b for b in _TYPES if f":{b.key}" in sql))
+
+
+_INSTALL_UPDATE = {name: _typed(f"UPDATE installs SET {sets} WHERE id = :install_id")
+                   for name, sets in _INSTALL_SETS.items()}
+_HOST_UPDATE = _typed(_HOST_CAS)
+_EVENT = _typed(f"INSERT INTO {_EVENT_COLUMNS} VALUES (:host_id, :install_id, :now, :kind, :message, :data)")
+#: PostgreSQL, by install update: the compare-and-set, the install's update
+#: (only if the host moved) and the event (only if it moved; its row count
+#: says whether it did).
+_MOVE_PG = {name: _typed(
+    f"WITH moved AS ({_HOST_CAS} RETURNING id)"
+    + (f", install AS (UPDATE installs SET {_INSTALL_SETS[name]} WHERE id = :install_id "
+       "AND EXISTS (SELECT 1 FROM moved))" if name else "")
+    + f" INSERT INTO {_EVENT_COLUMNS} SELECT id, :install_id, :now, :kind, :message, :data FROM moved"
+) for name in (None, *_INSTALL_SETS)}
 
 #: A host as its hooks see it; the primary MAC is the NIC marked primary, else the first.
 _HOOK_HOST = (
@@ -232,6 +264,12 @@ class Lifecycle:
             self._fire(db, "on-installing", seen.host_id, HostState.INSTALLING, None)
         return decision
 
+    def warm_up(self, db: Database) -> None:
+        """Open this thread's kept connection and ask the slot poll once (for
+        a token nobody holds): what a fresh worker does before its first request."""
+        db.ask(lambda connection: slots.poll(connection, hash_token(""), models.utcnow(),
+                                             self.limits))
+
     def _heartbeat_due(self, seen: slots.Poll, now: dt.datetime) -> bool:
         return seen.last_seen_at is None or now - seen.last_seen_at >= self.limits.heartbeat
 
@@ -239,18 +277,19 @@ class Lifecycle:
                      now: dt.datetime) -> None:
         """The waiter's heartbeat (and first place in the queue); a host still
         VERIFYING joins the queue."""
-        connection.execute(_TOUCH_WAITER, {"install_id": seen.install_id, "now": now})
         if seen.state == HostState.VERIFYING:
             self._set_state(connection, seen.host_id, seen.serial, seen.install_id, {seen.state}, HostState.QUEUED,
-                            None, "slot", decision.message, now, {"position": decision.position})
+                            None, "slot", decision.message, now, {"position": decision.position}, install="touch")
+        else:
+            connection.execute(_INSTALL_UPDATE["touch"], {"install_id": seen.install_id, "now": now})
 
     def _grant(self, connection: Connection, seen: slots.Poll, decision: slots.SlotDecision,
                now: dt.datetime) -> None:
         expires_at = now + self.install_timeout
-        connection.execute(_GRANT, {"install_id": seen.install_id, "now": now, "expires_at": expires_at})
         self._set_state(connection, seen.host_id, seen.serial, seen.install_id, {seen.state}, HostState.INSTALLING,
                         None, "slot", f"install slot granted ({decision.in_use} of {self.limits.cap} in use); "
-                        f"must finish by {expires_at:%H:%M:%S} UTC", now)
+                        f"must finish by {expires_at:%H:%M:%S} UTC", now, install="grant",
+                        install_params={"expires_at": expires_at})
 
     def _slot_poll(self, connection: Connection, token: str, now: dt.datetime) -> slots.Poll:
         """The token's install as a slot request sees it; a bad token is a
@@ -329,26 +368,31 @@ class Lifecycle:
     @staticmethod
     def _set_state(session: Session | Connection, host_id: int, serial: str, install_id: int | None,
                    expected: Iterable[HostState], target: HostState, reason: str | None, kind: str, message: str,
-                   now: dt.datetime, data: dict[str, Any] | None = None) -> None:
+                   now: dt.datetime, data: dict[str, Any] | None = None, install: str | None = None,
+                   install_params: dict[str, Any] | None = None) -> None:
         """THE write of a host's state: a compare-and-set from one of
-        ``expected`` to ``target`` and its Event, in the caller's transaction.
-        An illegal step, or a host no longer in an expected state, is a 409."""
+        ``expected`` to ``target`` and its Event, in the caller's transaction;
+        with ``install`` (a key of ``_INSTALL_SETS``), that update of the
+        install too, only if the host moved. An illegal step, or a host no
+        longer in an expected state, is a 409 (and the caller's transaction
+        is rolled back)."""
         expected = set(expected)
         for state in expected:
             if not can_transition(state, target):
                 raise IllegalTransition(f"host {serial}: {state} → {target} is not allowed")
-        result = session.execute(
-            update(models.Host)
-            .where(models.Host.id == host_id, models.Host.state.in_([s.value for s in expected]))
-            .values(state=target.value, state_reason=reason, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult: an UPDATE
+        params = {"host_id": host_id, "install_id": install_id, "expected": [s.value for s in expected],
+                  "target": target.value, "reason": reason, "now": now, "kind": kind, "message": message,
+                  "data": {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})},
+                  **(install_params or {})}
+        moved = _rowcount(session.execute(_MOVE_PG[install] if _is_postgresql(session) else _HOST_UPDATE, params))
+        if moved == 1 and not _is_postgresql(session):
+            if install:
+                session.execute(_INSTALL_UPDATE[install], params)
+            session.execute(_EVENT, params)
+        if moved != 1:
             actual = session.scalar(select(models.Host.state).where(models.Host.id == host_id))
             raise IllegalTransition(f"host {serial} is {actual}, not {'/'.join(sorted(expected))}; "
                                     f"it cannot become {target}")
-        _event(session, host_id, install_id, kind, message, now,
-               {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
 
 
 def _protection(host: models.Host, state: HostState) -> str | None:
@@ -373,8 +417,18 @@ def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
 
 def _event(session: Session | Connection, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
            data: dict[str, Any] | None = None) -> None:
-    session.execute(insert(models.Event).values(host_id=host_id, install_id=install_id, time=now, kind=kind,
-                                                message=message, data=data or {}))
+    session.execute(_EVENT, {"host_id": host_id, "install_id": install_id, "now": now, "kind": kind,
+                             "message": message, "data": data or {}})
+
+
+def _is_postgresql(session: Session | Connection) -> bool:
+    bind = session.get_bind() if isinstance(session, Session) else session
+    return bind.dialect.name == "postgresql"
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE or INSERT touched (a CursorResult's count)."""
+    return int(result.rowcount)
 
 
 def _hook_call(connection: Session | Connection, hook: str, host_id: int, state: HostState,
