@@ -265,10 +265,22 @@ class Lifecycle:
         return decision
 
     def warm_up(self, db: Database) -> None:
-        """Open this thread's kept connection and ask the slot poll once (for
-        a token nobody holds): what a fresh worker does before its first request."""
-        db.ask(lambda connection: slots.poll(connection, hash_token(""), models.utcnow(),
-                                             self.limits))
+        """What a fresh worker does before its first request: open this
+        thread's kept connection, ask the slot poll once (for a token nobody
+        holds) and run the state write's statements once about host 0 (there
+        is none: they change nothing), so the first grants do not compile
+        them while holding the cap's lock."""
+        now = models.utcnow()
+        db.ask(lambda connection: slots.poll(connection, hash_token(""), now, self.limits))
+        nothing = {"host_id": 0, "install_id": 0, "expected": [HostState.VERIFYING.value], "target": "",
+                   "reason": None, "now": now, "expires_at": now, "kind": "", "message": "", "data": {}}
+        with db.kept_write() as connection:
+            if connection.dialect.name == "postgresql":
+                for statement in _MOVE_PG.values():
+                    connection.execute(statement, nothing)
+            else:
+                for statement in (_HOST_UPDATE, *_INSTALL_UPDATE.values()):
+                    connection.execute(statement, nothing)
 
     def _heartbeat_due(self, seen: slots.Poll, now: dt.datetime) -> bool:
         return seen.last_seen_at is None or now - seen.last_seen_at >= self.limits.heartbeat

@@ -88,3 +88,9 @@ def test_bad_tokens_and_states_are_refused_read_only(client, services, demo_data
     assert client.post(f"/install/{third}/slot").get_json()["message"].endswith(
         "a slot is requested after the hardware report")
     assert _rows(services)[0][:2] == before[0]  # the two installs that were there are untouched
+
+
+def test_warm_up_changes_nothing(services, queued):
+    before = _rows(services)
+    services.lifecycle.warm_up(services.db)
+    assert _rows(services) == before

@@ -53,3 +53,21 @@ def test_workers_die_with_a_killed_master_and_a_restart_gets_the_port(settings, 
         assert requests.get(f"{again.url}/healthz", timeout=5).ok
     finally:
         again.stop()
+
+
+def test_a_worker_boots_when_its_database_warm_up_fails(tmp_path, caplog) -> None:
+    """The warm-up is a speed-up only: a database that does not answer yet
+    is logged and the worker goes on (its first request connects)."""
+    from types import SimpleNamespace
+
+    from provisiond.config import load_settings
+    from provisiond.services import Services
+    from provisiond.web.server import _warm_up
+
+    services = Services.build(load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path / "data"), "database_url": "postgresql://postgres@127.0.0.1:9/absent"}))
+    try:
+        _warm_up(SimpleNamespace(pid=1234, wsgi=SimpleNamespace(extensions={"provisiond": services})))
+    finally:
+        services.db.dispose()
+    assert "worker 1234: database warm-up failed" in caplog.text
