@@ -1,7 +1,10 @@
 """Engine and session factory, built once per process; schema migrations.
 
 Data functions take a ``Session`` and never open their own: the web layer
-opens one per request, daemons one per unit of work.
+opens one per request, daemons one per unit of work. The hot paths (DHCP and
+TFTP lookups, the installer's slot poll) use each thread's kept connection
+instead: :meth:`Database.ask` for a read, :meth:`Database.kept_write` for a
+short write transaction.
 """
 
 from __future__ import annotations
