@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from provisiond.inventory.hosts import get_host, to_record
 from provisiond.power import queue as power_queue
 from provisiond.states import HostState, can_transition
 from provisiond.vault import Vault
+
+log = logging.getLogger("provisiond.lifecycle")
 
 #: States in which a host holds a live install.
 IN_FLIGHT = frozenset({HostState.ARMED, HostState.BOOTING, HostState.VERIFYING, HostState.QUEUED,
@@ -373,9 +376,15 @@ class Lifecycle:
             on_commit(session, lambda: runner.fire(call))
 
     def _fire(self, db: Database, hook: str, host_id: int, state: HostState, reason: str | None) -> None:
-        """Run ``hook`` for a change already committed outside a session."""
-        if self.hooks is not None and self.hooks.executables(hook):
+        """Run ``hook`` for a change already committed outside a session. As
+        with any after-commit action, a failure here is logged and never
+        breaks the request whose change has happened."""
+        if self.hooks is None or not self.hooks.executables(hook):
+            return
+        try:
             self.hooks.fire(db.ask(lambda connection: _hook_call(connection, hook, host_id, state, reason)))
+        except Exception:
+            log.exception("%s hook of host id %s not run", hook, host_id)
 
     @staticmethod
     def _set_state(session: Session | Connection, host_id: int, serial: str, install_id: int | None,

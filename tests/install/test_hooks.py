@@ -27,6 +27,7 @@ def hooked(settings, tmp_path, services):
     script("on-armed", "10-record", f"env | grep ^PROVISIOND_ | sort > {out}/armed.env\necho recorded\n")
     script("on-armed", "20-fail", "echo 'no ticket system' >&2\nexit 3\n")
     script("on-armed", "30-hang", "sleep 30\n")
+    script("on-installing", "10-slot", f"env | grep ^PROVISIOND_ | sort > {out}/installing.env\n")
     script("on-installed", "10-done", f"echo $PROVISIOND_SERIAL > {out}/installed\n")
     script("on-failed", "10-why", f"echo $PROVISIOND_REASON > {out}/failed\n")
     (hooks / "on-armed.d" / "99-not-executable").write_text("#!/bin/sh\nexit 1\n")
@@ -64,7 +65,7 @@ def test_hooks_get_their_environment_and_report_outcomes(hooked):
     ]
 
 
-def test_installed_and_failed_hooks(hooked):
+def test_installing_installed_and_failed_hooks(hooked):
     svc, client, headers, out = hooked
     client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers)
     token = install_token(svc, "712DM2Y")
@@ -75,6 +76,12 @@ def test_installed_and_failed_hooks(hooked):
     client.post("/api/v1/hosts/SN-WEB-0001/install", json={}, headers=headers)
     client.post("/api/v1/hosts/SN-WEB-0001/cancel", headers=headers)
     svc.hooks.wait(10)
+    env = dict(line.split("=", 1) for line in (out / "installing.env").read_text().splitlines())
+    assert env == {  # a grant is written without loading the host: the hook still learns all of it
+        "PROVISIOND_EVENT": "on-installing", "PROVISIOND_SERIAL": "712DM2Y", "PROVISIOND_HOSTNAME": "db01.example.com",
+        "PROVISIOND_MAC": "00:26:b9:35:e9:aa", "PROVISIOND_IP": "10.0.0.10", "PROVISIOND_PROFILE": "mysql_server",
+        "PROVISIOND_STATE": "installing", "PROVISIOND_REASON": "",
+    }
     assert (out / "installed").read_text().strip() == "712DM2Y"
     assert (out / "failed").read_text().strip() == "cancelled"
 
