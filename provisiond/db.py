@@ -150,7 +150,7 @@ class Database:
         A connection found broken at ``BEGIN`` (nothing done yet) is
         replaced once, as :meth:`ask` does."""
         with self._sqlite_writer_turn():
-            connection = self._begin_on_kept()
+            connection = self._once_more_if_broken(self._begin, "beginning")
             try:
                 yield connection
                 connection.commit()
@@ -161,21 +161,10 @@ class Database:
                 self._roll_back(connection)
                 raise
 
-    def _begin_on_kept(self) -> Connection:
-        begin = "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
+    def _begin(self) -> Connection:
         connection = self._kept_or_new()
         try:
-            connection.exec_driver_sql(begin)
-            return connection
-        except DBAPIError as exc:
-            self._drop(connection)
-            if not exc.connection_invalidated:
-                raise
-            log.info("the kept database connection was broken (%s); beginning on a new one",
-                     type(exc.orig).__name__)
-        connection = self._kept_or_new()
-        try:
-            connection.exec_driver_sql(begin)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
         except DBAPIError:
             self._drop(connection)
             raise
@@ -208,16 +197,24 @@ class Database:
         restart since its last use, is replaced and the question asked once
         more, so the first packet after a restart is still answered from the
         data source (a pooled session would have pinged first)."""
-        try:
+        def asked() -> T:
             with self.kept_connection() as connection:
                 return question(connection)
+
+        return self._once_more_if_broken(asked, "asking")
+
+    @staticmethod
+    def _once_more_if_broken(attempt: Callable[[], T], what: str) -> T:
+        """``attempt()``, and once more if it found the kept connection broken
+        (it has been dropped by then, so the second try opens a new one)."""
+        try:
+            return attempt()
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            log.info("the kept database connection was broken (%s); asking again on a new one",
-                     type(exc.orig).__name__)
-        with self.kept_connection() as connection:
-            return question(connection)
+            log.info("the kept database connection was broken (%s); %s again on a new one",
+                     type(exc.orig).__name__, what)
+        return attempt()
 
     def dispose(self) -> None:
         with self._kept_lock:

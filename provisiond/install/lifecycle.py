@@ -278,7 +278,7 @@ class Lifecycle:
         nothing = {"host_id": 0, "install_id": 0, "expected": [HostState.VERIFYING.value], "target": "",
                    "reason": None, "now": now, "expires_at": now, "kind": "", "message": "", "data": {}}
         with db.kept_write() as connection:
-            if connection.dialect.name == "postgresql":
+            if _is_postgresql(connection):
                 for statement in _MOVE_PG.values():
                     connection.execute(statement, nothing)
             else:
@@ -405,8 +405,9 @@ class Lifecycle:
                   "target": target.value, "reason": reason, "now": now, "kind": kind, "message": message,
                   "data": {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})},
                   **(install_params or {})}
-        moved = _rowcount(session.execute(_MOVE_PG[install] if _is_postgresql(session) else _HOST_UPDATE, params))
-        if moved == 1 and not _is_postgresql(session):
+        one_statement = _is_postgresql(session)
+        moved = _rowcount(session.execute(_MOVE_PG[install] if one_statement else _HOST_UPDATE, params))
+        if moved == 1 and not one_statement:
             if install:
                 session.execute(_INSTALL_UPDATE[install], params)
             session.execute(_EVENT, params)
