@@ -15,9 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy import Connection, and_, exists, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.errors import NotFound, ValidationError
@@ -115,64 +116,87 @@ def get(session: Session, operation_id: int) -> models.PowerOperation:
 
 
 # --------------------------------------------------------------------------- the worker's side
+# The power worker asks and writes on its own kept connection (Database.ask,
+# Database.kept_write) with core statements: a pass that claims fifty
+# operations is one read and one short write transaction, and the outcomes
+# that came back meanwhile are recorded together in another.
+
+_TABLES = models.Base.metadata.tables
+_OP, _HOSTS, _NICS, _EVENTS = (_TABLES[name] for name in ("power_operations", "hosts", "nics", "events"))
 
 
-def has_work(session: Session, now: dt.datetime) -> bool:
-    """A cheap read before a claiming write transaction."""
-    op = models.PowerOperation
-    return session.scalar(select(op.id).where(op.status == "queued", _due(now)).limit(1)) is not None
-
-
-def has_abandoned(session: Session, now: dt.datetime) -> bool:
-    op = models.PowerOperation
-    return session.scalar(select(op.id).where(_abandoned(now)).limit(1)) is not None
+def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+    return or_(_OP.c.not_before.is_(None), _OP.c.not_before <= now)
 
 
 def _abandoned(now: dt.datetime):  # type: ignore[no-untyped-def]
     """Running, but its worker's lease has passed."""
-    op = models.PowerOperation
-    return and_(op.status == "running", op.lease_until < now)
+    return and_(_OP.c.status == "running", _OP.c.lease_until < now)
 
 
-def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
-    op = models.PowerOperation
-    return or_(op.not_before.is_(None), op.not_before <= now)
+def has_work(connection: Connection, now: dt.datetime) -> bool:
+    """A cheap read before a claiming write transaction: anything due, or abandoned?"""
+    due = exists().where(_OP.c.status == "queued", _due(now))
+    return bool(connection.scalar(select(or_(due, exists().where(_abandoned(now))))))
 
 
-def claim(session: Session, now: dt.datetime, lease: dt.timedelta, limit: int) -> list[int]:
-    """Mark up to ``limit`` operations running and return their ids: for each
-    BMC only its oldest unfinished operation, and none of a BMC that already
-    has one running."""
+def requeue_abandoned(connection: Connection, now: dt.datetime) -> list[int]:
+    """Running operations whose worker is gone (lease passed) are queued again."""
+    abandoned = connection.execute(
+        update(_OP).where(_abandoned(now)).values(status="queued", lease_until=None)
+        .returning(_OP.c.id, _OP.c.host_id, _OP.c.action, _OP.c.argument, _OP.c.persistent)).all()
+    _insert_events(connection, [
+        _event(row.host_id, f"operation {row.id} ({describe(row.action, row.argument, row.persistent)}) "
+                            "was interrupted (its worker stopped); queued again",
+               {"operation": row.id, "status": "queued"}, now) for row in abandoned])
+    return sorted(row.id for row in abandoned)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed operation as stored: what the worker turns into :class:`Work`."""
+
+    operation_id: int
+    action: str
+    argument: str
+    persistent: bool
+    serial: str
+    bmc_type: str | None
+    bmc_address: str | None
+    bmc_port: int | None
+    bmc_user: str | None
+    bmc_secret: str | None
+    mac: str | None
+
+
+#: A host's primary MAC: the NIC marked primary, else the first.
+_PRIMARY_MAC = (select(_NICS.c.mac).where(_NICS.c.host_id == _HOSTS.c.id)
+                .order_by(_NICS.c.primary.desc(), _NICS.c.position).limit(1).scalar_subquery())
+
+
+def claim(connection: Connection, now: dt.datetime, lease: dt.timedelta, limit: int) -> list[Claimed]:
+    """Mark up to ``limit`` operations running and return them, oldest first:
+    for each BMC only its oldest unfinished operation, and none of a BMC that
+    already has one running. Compare-and-set (``queued → running``), so two
+    workers never claim the same operation."""
     if limit <= 0:
         return []
-    op = models.PowerOperation
-    other = aliased(models.PowerOperation)
-    blocked = exists().where(other.bmc_key == op.bmc_key, or_(
-        other.status == "running", and_(other.status == "queued", other.id < op.id)))
-    candidates = session.scalars(
-        select(op.id).where(op.status == "queued", _due(now), ~blocked).order_by(op.id).limit(limit)).all()
-    claimed = []
-    for operation_id in candidates:
-        result = session.execute(
-            update(op).where(op.id == operation_id, op.status == "queued")
-            .values(status="running", started_at=now, lease_until=now + lease, attempts=op.attempts + 1))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(operation_id)
-    return claimed
-
-
-def requeue_abandoned(session: Session, now: dt.datetime) -> list[int]:
-    """Running operations whose worker is gone (lease passed) are queued again."""
-    op = models.PowerOperation
-    abandoned = session.scalars(select(op).where(_abandoned(now))).all()
-    for operation in abandoned:
-        operation.status = "queued"
-        operation.lease_until = None
-        record_event(session, operation.host_id, "power",
-                     f"operation {operation.id} ({describe(operation.action, operation.argument, operation.persistent)}) "
-                     "was interrupted (its worker stopped); queued again",
-                     {"operation": operation.id, "status": "queued"})
-    return [operation.id for operation in abandoned]
+    other = _OP.alias("other")
+    blocked = exists().where(other.c.bmc_key == _OP.c.bmc_key, or_(
+        other.c.status == "running", and_(other.c.status == "queued", other.c.id < _OP.c.id)))
+    candidates = connection.execute(
+        select(_OP.c.id, _OP.c.action, _OP.c.argument, _OP.c.persistent, _HOSTS.c.serial, _HOSTS.c.bmc_type,
+               _HOSTS.c.bmc_address, _HOSTS.c.bmc_port, _HOSTS.c.bmc_user, _HOSTS.c.bmc_secret,
+               _PRIMARY_MAC.label("mac"))
+        .join(_HOSTS, _HOSTS.c.id == _OP.c.host_id)
+        .where(_OP.c.status == "queued", _due(now), ~blocked).order_by(_OP.c.id).limit(limit)).all()
+    if not candidates:
+        return []
+    won = set(connection.scalars(
+        update(_OP).where(_OP.c.id.in_([row.id for row in candidates]), _OP.c.status == "queued")
+        .values(status="running", started_at=now, lease_until=now + lease, attempts=_OP.c.attempts + 1)
+        .returning(_OP.c.id)))
+    return [Claimed(*row) for row in candidates if row.id in won]
 
 
 @dataclass(frozen=True)
@@ -186,30 +210,56 @@ class Work:
     target: Target
 
 
-def load_work(session: Session, operation_id: int, vault: Vault) -> Work:
-    operation = session.get(models.PowerOperation, operation_id)
-    if operation is None:
-        raise NotFound(f"no power operation {operation_id}")
-    host = session.scalar(select(models.Host).options(selectinload(models.Host.nics))
-                          .where(models.Host.id == operation.host_id))
-    assert host is not None
-    password = vault.decrypt(host.bmc_secret) if host.bmc_secret else None
-    return Work(operation.id, operation.action, operation.argument, operation.persistent,
-                bmc_target(host, password))
+def work_of(claimed: Claimed, vault: Vault) -> Work:
+    """The claimed operation with its BMC's password decrypted (outside any
+    transaction). Raises :class:`NoBmc` if the host lost its BMC since."""
+    if not claimed.bmc_type:
+        raise NoBmc(f"host {claimed.serial} has no BMC (bmc.type) in the data source any more")
+    password = vault.decrypt(claimed.bmc_secret) if claimed.bmc_secret else None
+    target = Target(serial=claimed.serial, type=claimed.bmc_type, address=claimed.bmc_address,
+                    port=claimed.bmc_port, user=claimed.bmc_user, password=password, mac=claimed.mac)
+    return Work(claimed.operation_id, claimed.action, claimed.argument, claimed.persistent, target)
 
 
-def finish(session: Session, operation_id: int, ok: bool, result: str | None, message: str,
-           now: dt.datetime) -> None:
-    operation = session.get(models.PowerOperation, operation_id)
-    if operation is None or operation.status != "running":
-        return  # cancelled or requeued meanwhile: the other outcome stands
-    operation.status = "done" if ok else "failed"
-    operation.result = result
-    operation.message = message
-    operation.finished_at = now
-    operation.lease_until = None
-    record_event(session, operation.host_id, "power", message,
-                 {"operation": operation.id, "status": operation.status, "result": result})
+@dataclass(frozen=True)
+class Finished:
+    """How one operation ended, as the worker records it."""
+
+    operation_id: int
+    ok: bool
+    result: str | None
+    message: str
+    at: dt.datetime
+
+
+def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
+    """Record outcomes, each with its Event; returns the operations recorded.
+    An operation no longer running (cancelled, or queued again meanwhile)
+    keeps the outcome it has."""
+    recorded, events = [], []
+    for outcome in outcomes:
+        host_id = connection.scalar(
+            update(_OP).where(_OP.c.id == outcome.operation_id, _OP.c.status == "running")
+            .values(status="done" if outcome.ok else "failed", result=outcome.result, message=outcome.message,
+                    finished_at=outcome.at, lease_until=None)
+            .returning(_OP.c.host_id))
+        if host_id is None:
+            continue
+        recorded.append(outcome.operation_id)
+        events.append(_event(host_id, outcome.message, {
+            "operation": outcome.operation_id, "status": "done" if outcome.ok else "failed",
+            "result": outcome.result}, outcome.at))
+    _insert_events(connection, events)
+    return recorded
+
+
+def _event(host_id: int, message: str, data: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
+    return {"host_id": host_id, "kind": "power", "message": message, "data": data, "time": at}
+
+
+def _insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:
+    if events:
+        connection.execute(insert(_EVENTS), events)
 
 
 def to_dict(operation: models.PowerOperation, serial: str | None = None) -> dict[str, object]:

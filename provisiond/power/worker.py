@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 
 from provisiond.models import utcnow
 from provisiond.power import queue
@@ -50,6 +51,8 @@ class PowerWorker(threading.Thread):
         self.wake = threading.Event()
         self._running = 0
         self._count_lock = threading.Lock()
+        #: Outcomes from the BMC threads, recorded by the worker's next pass.
+        self._finished: SimpleQueue[queue.Finished] = SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="bmc")
 
     def run(self) -> None:
@@ -63,50 +66,71 @@ class PowerWorker(threading.Thread):
             self.wake.wait(self.poll)
             self.wake.clear()
         self._pool.shutdown(wait=True)
+        try:
+            self._record_finished()
+        except Exception:  # they run again when their lease passes
+            log.exception("power worker: outcomes not recorded at shutdown")
 
     def pass_once(self) -> int:
-        """Requeue abandoned operations, claim what fits, start it. Returns how many started."""
+        """Record what finished, requeue abandoned operations, claim what fits,
+        start it. Returns how many started. All of the worker's database work
+        happens here, in its own thread, on its kept connection."""
+        self._record_finished()
         db = self.services.db
-        with db.read() as session:
-            now = utcnow()
-            if not queue.has_work(session, now) and not queue.has_abandoned(session, now):
-                return 0
-        with db.write() as session:
+        if not db.ask(lambda connection: queue.has_work(connection, utcnow())):
+            return 0
+        with self._count_lock:
+            free = self.parallel - self._running
+        with db.kept_write() as connection:
             now = utcnow()  # after the write lock: started_at is when it really started
-            for operation_id in queue.requeue_abandoned(session, now):
+            for operation_id in queue.requeue_abandoned(connection, now):
                 log.warning("power operation %d was interrupted; queued again", operation_id)
-            with self._count_lock:
-                free = self.parallel - self._running
-            works = [queue.load_work(session, operation_id, self.services.vault)
-                     for operation_id in queue.claim(session, now, self.lease, free)]
-        for work in works:
+            claimed = queue.claim(connection, now, self.lease, free)
+        for one in claimed:
             with self._count_lock:
                 self._running += 1
-            self._pool.submit(self._carry_out, work)
-        return len(works)
+            self._pool.submit(self._carry_out, one)
+        return len(claimed)
 
-    def _carry_out(self, work: queue.Work) -> None:
-        operation_id = work.operation_id
+    def _record_finished(self) -> None:
+        """Write the outcomes the BMC threads handed back, in one transaction.
+        If that fails they are kept for the next pass (and, should the process
+        die first, the operations run again when their lease passes)."""
+        outcomes = []
+        while True:
+            try:
+                outcomes.append(self._finished.get_nowait())
+            except Empty:
+                break
+        if not outcomes:
+            return
         try:
+            with self.services.db.kept_write() as connection:
+                queue.finish(connection, outcomes)
+        except BaseException:
+            for outcome in outcomes:
+                self._finished.put(outcome)
+            raise
+
+    def _carry_out(self, claimed: queue.Claimed) -> None:
+        """In a BMC thread: the operation's BMC work only; its outcome goes back to the worker."""
+        operation_id = claimed.operation_id
+        try:
+            work = queue.work_of(claimed, self.services.vault)
             what = f"operation {operation_id}: {queue.describe(work.action, work.argument, work.persistent)}"
             outcome = carry_out(driver_for(work.target, self.options), self.pacer, self.policy,
                                 work.action, work.argument, work.persistent, what)
-            (log.info if outcome.ok else log.warning)("host %s: %s", work.target.serial, outcome.message)
-            with self.services.db.write() as session:
-                queue.finish(session, operation_id, outcome.ok, outcome.result, outcome.message, utcnow())
+            (log.info if outcome.ok else log.warning)("host %s: %s", claimed.serial, outcome.message)
+            finished = queue.Finished(operation_id, outcome.ok, outcome.result, outcome.message, utcnow())
         except Exception as exc:
             log.exception("power operation %d could not be carried out", operation_id)
-            try:
-                with self.services.db.write() as session:
-                    queue.finish(session, operation_id, False, None,
-                                 f"operation {operation_id} failed inside provisiond: {type(exc).__name__}: {exc}",
-                                 utcnow())
-            except Exception:
-                log.exception("could not record the failure of power operation %d", operation_id)
+            finished = queue.Finished(operation_id, False, None, f"operation {operation_id} failed inside "
+                                      f"provisiond: {type(exc).__name__}: {exc}", utcnow())
         finally:
             with self._count_lock:
                 self._running -= 1
-            self.wake.set()
+        self._finished.put(finished)
+        self.wake.set()
 
     def stop(self) -> None:
         self.stopping.set()

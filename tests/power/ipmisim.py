@@ -44,19 +44,26 @@ _PING = bytes.fromhex("0600ff07" "00" "00000000" "00000000" "09" "2018c8" "81" "
 # ``name:value`` line each) and ``PROG 0x20 set power 1`` / ``set boot pxe`` /
 # ``set reset 1``. Every call is appended to calls.log with a timestamp. A reset
 # leaves the power as it is: a reset does not switch on a machine that is off.
-_CHASSIS = """#!/bin/sh
+# It runs for every IPMI command that touches the chassis, on the same cores as
+# the software under test, so it starts no other program: bash's own clock and
+# ``read``; a value is written over the old one in place (``1<>``, no
+# truncation, so a reader never sees an empty file) and only a state file's
+# first line counts.
+_CHASSIS = """#!/bin/bash
 state='{state}'
 mc=$1; verb=$2; shift 2
-echo "$(date +%s.%N) $verb $*" >> "$state/calls.log"
+echo "$EPOCHREALTIME $verb $*" >> "$state/calls.log"
 if [ "$verb" = get ]; then
     for name in "$@"; do
-        echo "$name:$(cat "$state/$name" 2>/dev/null)"
+        value=
+        [ -e "$state/$name" ] && read -r value < "$state/$name"
+        echo "$name:$value"
     done
     exit 0
 fi
 while [ $# -ge 2 ]; do
     case $1 in
-        power|boot) echo "$2" > "$state/$1.new" && mv "$state/$1.new" "$state/$1" ;;
+        power|boot) echo "$2" 1<> "$state/$1" ;;
     esac
     shift 2
 done
@@ -170,7 +177,8 @@ class SimBmc:
         (self.state / "calls.log").unlink(missing_ok=True)
 
     def _read(self, name: str) -> str:
-        return (self.state / name).read_text().strip()
+        """A state file's first line (the chassis program writes over a value in place)."""
+        return (self.state / name).read_text().partition("\n")[0].strip()
 
     def _write(self, name: str, value: str) -> None:
         temporary = self.state / f"{name}.new"

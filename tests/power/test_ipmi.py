@@ -179,6 +179,8 @@ def test_netboot_sets_pxe_for_the_next_boot_then_starts_the_machine(ipmi_sim: St
     assert outcome.ok, outcome.message
     assert outcome.result == f"boot device pxe (next boot only), then {'reset' if power else 'was off: powered on'}"
     assert told(bmc) == [("boot", "pxe"), start]
+    # One read of the power state, then the control: nothing asked twice.
+    assert [call for _, call in bmc.calls()] == ["set boot pxe", "get power", f"set {' '.join(start)}"]
     assert bmc.power
     assert ipmitool_boot(bmc) == BootSetting(BootDevice.PXE, persistent=False)
 
@@ -366,3 +368,21 @@ def _timing(call: Callable[..., Any], name: str, spans: list[Span], lock: thread
                 with lock:
                     spans.append(Span(start, end, name))
     return timed_call
+
+
+def test_a_wait_for_an_answer_already_filed_does_not_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyghmi's lost wake-up: the answer was filed in the session's packet
+    queue before the thread registered its wait; it must not sleep on it."""
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    from provisiond.power import ipmi
+
+    address = ("192.0.2.1", 623)
+    filed = type("FiledSession", (), {"pktqueue": [b"an answer"]})()
+    monkeypatch.setitem(pyghmi_session.Session.bmc_handlers, address, {40000: filed})
+    monkeypatch.setattr(ipmi, "IO_WAIT_SLICE", 3600.0)  # were it to sleep, the join below would give up
+    waiter = threading.Thread(target=pyghmi_session._io_wait, args=(3600.0, address), daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+

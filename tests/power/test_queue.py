@@ -24,8 +24,13 @@ def enqueue(services, serial, action="power", argument="on", **kwargs):
 
 
 def claim(services, limit=10, now=None):
-    with services.db.write() as session:
-        return queue.claim(session, now or utcnow(), LEASE, limit)
+    with services.db.kept_write() as connection:
+        return [claimed.operation_id for claimed in queue.claim(connection, now or utcnow(), LEASE, limit)]
+
+
+def finish(services, operation_id, ok, result, message):
+    with services.db.kept_write() as connection:
+        return queue.finish(connection, [queue.Finished(operation_id, ok, result, message, utcnow())])
 
 
 def statuses(services):
@@ -70,8 +75,7 @@ def test_only_the_oldest_operation_of_each_bmc_is_claimed(services, demo_data):
     other = enqueue(services, "SN-WEB-0001", "power", "on")
     assert claim(services) == [first, other]
     assert claim(services) == []  # 712DM2Y's BMC is busy: its second operation waits
-    with services.db.write() as session:
-        queue.finish(session, first, True, "pxe (next boot only)", "done", utcnow())
+    finish(services, first, True, "pxe (next boot only)", "done")
     assert claim(services) == [second]
     assert statuses(services) == {first: "done", second: "running", other: "running"}
 
@@ -98,9 +102,9 @@ def test_an_abandoned_operation_is_queued_again_with_an_event(services, demo_dat
     operation_id = enqueue(services, "712DM2Y", "power", "reset")
     start = utcnow()
     assert claim(services, now=start) == [operation_id]
-    with services.db.write() as session:
-        assert queue.requeue_abandoned(session, start + LEASE / 2) == []
-        assert queue.requeue_abandoned(session, start + LEASE * 2) == [operation_id]
+    with services.db.kept_write() as connection:
+        assert queue.requeue_abandoned(connection, start + LEASE / 2) == []
+        assert queue.requeue_abandoned(connection, start + LEASE * 2) == [operation_id]
     assert statuses(services) == {operation_id: "queued"}
     message = client.get("/api/v1/hosts/712DM2Y/events", headers=auth).get_json()["events"][-1]["message"]
     assert message == (f"operation {operation_id} (power reset (power on if off)) was interrupted "
@@ -111,9 +115,8 @@ def test_an_abandoned_operation_is_queued_again_with_an_event(services, demo_dat
 def test_finish_records_the_outcome_once(services, demo_data):
     operation_id = enqueue(services, "712DM2Y")
     claim(services)
-    with services.db.write() as session:
-        queue.finish(session, operation_id, False, None, "operation 1: power on failed: no", utcnow())
-        queue.finish(session, operation_id, True, "on", "late second answer", utcnow())  # ignored
+    assert finish(services, operation_id, False, None, "operation 1: power on failed: no") == [operation_id]
+    assert finish(services, operation_id, True, "on", "late second answer") == []  # ignored
     with services.db.read() as session:
         operation = queue.get(session, operation_id)
         assert (operation.status, operation.result, operation.message) == \
@@ -134,3 +137,42 @@ def test_install_power_plan_per_driver(services, demo_data, client, auth):
     events = client.get("/api/v1/hosts/SN-WEB-0001/events", headers=auth).get_json()["events"]
     assert any(e["message"] == "wol cannot choose the boot device: the machine must try the network first by "
                "its own boot order" for e in events)
+
+
+def test_a_claim_carries_what_the_worker_needs_and_work_of_decrypts_the_password(services, demo_data, client, auth):
+    client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"password": "s3cret", "port": 6230}}, headers=auth)
+    operation_id = enqueue(services, "712DM2Y", "bootdev", "disk", persistent=True)
+    with services.db.kept_write() as connection:
+        [claimed] = queue.claim(connection, utcnow(), LEASE, 10)
+    assert (claimed.operation_id, claimed.action, claimed.argument, claimed.persistent) == \
+        (operation_id, "bootdev", "disk", True)
+    assert (claimed.serial, claimed.bmc_type, claimed.bmc_address, claimed.bmc_port, claimed.bmc_user,
+            claimed.mac) == ("712DM2Y", "fake", "192.168.0.10", 6230, "root", "00:26:b9:35:e9:aa")
+    assert claimed.bmc_secret and "s3cret" not in claimed.bmc_secret  # encrypted at rest
+    work = queue.work_of(claimed, services.vault)
+    assert (work.target.password, work.target.key) == ("s3cret", "fake:192.168.0.10:6230")
+
+
+def test_work_of_refuses_a_host_that_lost_its_bmc(services, demo_data):
+    enqueue(services, "712DM2Y")
+    with services.db.write() as session:
+        get_host(session, "712DM2Y").bmc_type = None
+    with services.db.kept_write() as connection:
+        [claimed] = queue.claim(connection, utcnow(), LEASE, 10)
+    with pytest.raises(NoBmc, match="host 712DM2Y has no BMC"):
+        queue.work_of(claimed, services.vault)
+
+
+def test_finish_writes_one_event_per_recorded_outcome(services, demo_data, client, auth):
+    first, other = enqueue(services, "712DM2Y"), enqueue(services, "SN-WEB-0001", "power", "status")
+    claim(services)
+    with services.db.kept_write() as connection:
+        assert queue.finish(connection, [
+            queue.Finished(first, True, "powered on", f"operation {first}: power on: powered on", utcnow()),
+            queue.Finished(other, False, None, f"operation {other}: failed: no", utcnow()),
+            queue.Finished(first, True, "again", "a second outcome", utcnow()),  # not running any more
+        ]) == [first, other]
+    for serial, operation_id, status in (("712DM2Y", first, "done"), ("SN-WEB-0001", other, "failed")):
+        event = client.get(f"/api/v1/hosts/{serial}/events", headers=auth).get_json()["events"][-1]
+        assert (event["kind"], event["data"]["operation"], event["data"]["status"]) == ("power", operation_id, status)
+    assert statuses(services) == {first: "done", other: "failed"}

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from provisiond.inventory.hosts import get_host
 from provisiond.models import utcnow
@@ -104,8 +105,9 @@ def test_wake_on_lan_refuses_what_it_cannot_do(worker, services, demo_data, clie
 
 def test_an_operation_interrupted_by_a_restart_runs_again(worker, services, demo_data):
     operation_id = enqueue(services, "712DM2Y", "power", "on")
-    with services.db.write() as session:  # a worker claimed it and died
-        assert queue.claim(session, utcnow() - worker.lease * 2, worker.lease, 1) == [operation_id]
+    with services.db.kept_write() as connection:  # a worker claimed it and died
+        assert [c.operation_id for c in queue.claim(connection, utcnow() - worker.lease * 2, worker.lease, 1)] \
+            == [operation_id]
     outcomes = run_until_finished(worker, services, [operation_id])
     assert outcomes[operation_id][:2] == ("done", "powered on")
     with services.db.read() as session:
@@ -129,3 +131,37 @@ def test_the_worker_thread_starts_and_stops(services, demo_data):
         worker.stop()
         worker.join(10)
     assert not worker.is_alive()
+
+
+def test_an_operation_whose_host_lost_its_bmc_fails_and_says_why(worker, services, demo_data):
+    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    with services.db.write() as session:
+        get_host(session, "712DM2Y").bmc_type = None
+    status, result, message = run_until_finished(worker, services, [operation_id])[operation_id]
+    assert (status, result) == ("failed", None)
+    assert message == (f"operation {operation_id} failed inside provisiond: NoBmc: host 712DM2Y has no BMC "
+                       "(bmc.type) in the data source any more")
+
+
+def test_outcomes_that_could_not_be_recorded_are_recorded_by_a_later_pass(worker, services, demo_data,
+                                                                          monkeypatch):
+    operation_id = enqueue(services, "712DM2Y", "power", "on")
+    real_finish, failures = queue.finish, []
+
+    def finish_failing_once(connection, outcomes):
+        if not failures:
+            failures.append(list(outcomes))
+            raise OperationalError("UPDATE power_operations", {}, Exception("the database went away"))
+        return real_finish(connection, outcomes)
+
+    monkeypatch.setattr(queue, "finish", finish_failing_once)
+    assert worker.pass_once() == 1
+    end = time.monotonic() + 10
+    while not failures and time.monotonic() < end:  # the BMC thread hands the outcome back
+        try:
+            worker.pass_once()
+        except OperationalError:
+            pass
+        time.sleep(0.02)
+    assert [o.operation_id for o in failures[0]] == [operation_id]
+    assert run_until_finished(worker, services, [operation_id])[operation_id][:2] == ("done", "powered on")
