@@ -13,6 +13,7 @@ from provisiond.install.lifecycle import Lifecycle
 from provisiond.install.slots import Limits
 from provisiond.kickstart.composer import Composer
 from provisiond.kickstart.profiles import ProfileStore
+from provisiond.power.bell import Bell
 from provisiond.vault import Vault
 
 
@@ -28,6 +29,11 @@ class Services:
     @cached_property
     def vault(self) -> Vault:
         return Vault(self.settings.secret_key_file)
+
+    @cached_property
+    def power_bell(self) -> Bell:
+        """Rung after a commit that queued power operations (see :mod:`provisiond.power.bell`)."""
+        return Bell()
 
     @cached_property
     def profiles(self) -> ProfileStore:

@@ -303,7 +303,8 @@ def _run_http(svc: Any, host: str | None, port: int | None, workers: int | None)
     reaper.start()  # in the master process; the HTTP workers fork without them
     power.start()
     try:
-        run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers)
+        run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers,
+            svc.power_bell)
     finally:
         power.stop()
         reaper.stop()

@@ -48,7 +48,7 @@ class PowerWorker(threading.Thread):
         # A lease outlives the whole retry budget of an operation, with room to spare.
         self.lease = dt.timedelta(seconds=self.policy.budget * 2 + 30)
         self.stopping = threading.Event()
-        self.wake = threading.Event()
+        self.bell = services.power_bell
         self._running = 0
         self._count_lock = threading.Lock()
         #: Outcomes from the BMC threads, recorded by the worker's next pass.
@@ -63,8 +63,7 @@ class PowerWorker(threading.Thread):
                 self.pass_once()
             except Exception:  # keep working; the database may be back on the next pass
                 log.exception("power worker pass failed")
-            self.wake.wait(self.poll)
-            self.wake.clear()
+            self.bell.wait(self.poll)
         self._pool.shutdown(wait=True)
         try:
             self._record_finished()
@@ -130,8 +129,8 @@ class PowerWorker(threading.Thread):
             with self._count_lock:
                 self._running -= 1
         self._finished.put(finished)
-        self.wake.set()
+        self.bell.ring()
 
     def stop(self) -> None:
         self.stopping.set()
-        self.wake.set()
+        self.bell.ring()

@@ -152,6 +152,8 @@ def arm_host(serial: str):  # type: ignore[no-untyped-def]
     svc = services()
     with svc.db.write() as session:
         answer = _arm_one(session, serial, force, power, utcnow(), None)
+    if power:
+        svc.power_bell.ring()
     return jsonify(answer), 201
 
 
@@ -179,6 +181,8 @@ def arm_hosts():  # type: ignore[no-untyped-def]
         armed = [_arm_one(session, host.serial, force, power, now,
                           now + dt.timedelta(seconds=pace * i) if i else None, host)
                  for i, host in enumerate(hosts)]
+    if power:
+        svc.power_bell.ring()
     return jsonify({"installs": armed}), 201
 
 

@@ -27,6 +27,7 @@ def _queued(serial: str, action: str, argument: str, persistent: bool = False): 
         host = host_store.get_host(session, serial)
         operation = queue.enqueue(session, host, action, argument, persistent=persistent, by=requester(), now=utcnow())
         body = queue.to_dict(operation, serial)
+    svc.power_bell.ring()
     response = jsonify(body)
     response.status_code = 202
     response.headers["Location"] = f"/api/v1/power/{body['id']}"

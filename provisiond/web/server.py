@@ -8,14 +8,16 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from provisiond.config import Settings
+from provisiond.power.bell import Bell
 
 log = logging.getLogger("provisiond.web")
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, options: dict[str, Any], power_bell: Bell | None) -> None:
         self.settings = settings
         self.options = options
+        self.power_bell = power_bell
         super().__init__()
 
     def load_config(self) -> None:
@@ -23,9 +25,16 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        """In each worker, after the fork: its own Services (database engine,
+        connections), but the master's power bell, so the power worker in the
+        master wakes when this worker queues an operation."""
+        from provisiond.services import Services
         from provisiond.web.app import build_app
 
-        return build_app(self.settings)
+        services = Services.build(self.settings)
+        if self.power_bell is not None:
+            services.power_bell = self.power_bell
+        return build_app(services=services)
 
 
 def _die_with_the_master(_server: Any, _worker: Any) -> None:
@@ -60,7 +69,7 @@ def _warm_up(worker: Any) -> None:
         log.warning("worker %s: database warm-up failed (%s); the first request will connect", worker.pid, exc)
 
 
-def run(settings: Settings, host: str, port: int, workers: int) -> None:
+def run(settings: Settings, host: str, port: int, workers: int, power_bell: Bell | None = None) -> None:
     log.info("serving HTTP on %s:%d with %d workers", host, port, workers)
     _Gunicorn(settings, {
         "bind": f"{host}:{port}",
@@ -73,4 +82,4 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         "graceful_timeout": 10,
         "post_fork": _die_with_the_master,
         "post_worker_init": _warm_up,
-    }).run()
+    }, power_bell).run()

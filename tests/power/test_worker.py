@@ -165,3 +165,26 @@ def test_outcomes_that_could_not_be_recorded_are_recorded_by_a_later_pass(worker
         time.sleep(0.02)
     assert [o.operation_id for o in failures[0]] == [operation_id]
     assert run_until_finished(worker, services, [operation_id])[operation_id][:2] == ("done", "powered on")
+
+
+def test_an_operation_queued_through_the_api_wakes_the_worker(services, demo_data, client, auth):
+    """The API rings the worker's bell after its commit: no waiting for the next poll (an hour here)."""
+    sleepy = Services(dataclasses.replace(services.settings, power_poll_ms=3_600_000, bmc_min_gap_ms=0), services.db)
+    sleepy.power_bell = services.power_bell  # one process: the app and the worker share the bell
+    worker = PowerWorker(sleepy)
+    worker.start()
+    try:
+        time.sleep(0.2)  # the worker's first pass found nothing; it now sleeps on the bell
+        queued = client.post("/api/v1/hosts/712DM2Y/power", json={"action": "on"}, headers=auth).get_json()
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            with services.db.read() as session:
+                if queue.get(session, queued["id"]).status == "done":
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the worker slept through the bell")
+    finally:
+        worker.stop()
+        worker.join(10)
+    assert not worker.is_alive()

@@ -71,3 +71,23 @@ def test_a_worker_boots_when_its_database_warm_up_fails(tmp_path, caplog) -> Non
     finally:
         services.db.dispose()
     assert "worker 1234: database warm-up failed" in caplog.text
+
+
+def test_an_http_worker_wakes_the_power_worker_in_the_master(settings, services, demo_data, admin_token):
+    """An operation queued by a (forked) HTTP worker rings the master's power
+    bell: it is carried out at once, not at the next poll (an hour here)."""
+    server = LiveServer(settings, PROVISIOND_POWER_POLL_MS="3600000", PROVISIOND_BMC_MIN_GAP_MS="0")
+    try:
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        time.sleep(0.5)  # the power worker's first pass found nothing; it sleeps on the bell
+        queued = requests.post(f"{server.url}/api/v1/hosts/712DM2Y/power", json={"action": "on"},
+                               headers=headers, timeout=10)
+        assert queued.status_code == 202, queued.text
+        deadline = time.monotonic() + 20
+        while (status := requests.get(f"{server.url}{queued.headers['Location']}", headers=headers,
+                                      timeout=10).json()["status"]) not in ("done", "failed"):
+            assert time.monotonic() < deadline, "the power worker slept through the bell"
+            time.sleep(0.05)
+        assert status == "done"
+    finally:
+        server.stop()
