@@ -264,6 +264,39 @@ def _set_gaps(bmcs: list[SimBmc]) -> list[float]:
     return found
 
 
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent (all cores, /proc/stat; Linux)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def floor(bmcs: list[SimBmc], runs: int) -> dict[str, float]:
+    """The BMC work alone: the same netboot for every host straight through
+    provisiond's driver layer (IpmiDriver, one thread per BMC, as the power
+    worker runs it), in this process, with no gap, no HTTP and no database.
+    No way of driving these BMCs through provisiond can beat it on this
+    machine; returns its median wall time and the machine's CPU seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provisiond.power.base import DriverOptions, driver_for
+    from provisiond.power.bmc import Pacer, Policy, carry_out
+
+    walls, cpus = [], []
+    with ThreadPoolExecutor(len(bmcs)) as pool:
+        for _ in range(runs):
+            pacer, policy = Pacer(0), Policy(min_gap=0)
+            cpu, started = machine_cpu(), time.perf_counter()
+            outcomes = list(pool.map(lambda b: carry_out(driver_for(b.target(), DriverOptions()), pacer, policy,
+                                                         "power", "netboot", False, "netboot"), bmcs))
+            walls.append(time.perf_counter() - started)
+            cpus.append(machine_cpu() - cpu)
+            failed = [o.message for o in outcomes if not o.ok]
+            if failed:
+                raise RuntimeError(f"floor run: {failed[:3]}")
+    return {"seconds": statistics.median(walls), "machine_cpu_s": statistics.median(cpus)}
+
+
 def provisiond(api: Api, server: common.Server, bmcs: list[SimBmc], serials: list[str], first: bool,
                py_spy: str | None) -> dict[str, Any]:
     """One POST /api/v1/installs for every host; time until every operation is done."""
@@ -286,7 +319,7 @@ def provisiond(api: Api, server: common.Server, bmcs: list[SimBmc], serials: lis
     seen = api.wait_done(resets)
     used = cpu.stop()
     polls = api.requests - requests_before - 1
-    if spy:
+    if spy and py_spy:
         stop_py_spy(spy, py_spy)
     # What the operations recorded (after the clock stopped).
     wanted = {op for i in installs for op in i["power_operations"]}
@@ -415,7 +448,7 @@ def main() -> None:
         extra[f"PROVISIOND_{name.strip().upper()}"] = value
 
     kinds = common.databases(args.db)
-    rows, detail_rows, time_rows, cpu_rows, figures = [], [], [], [], []
+    rows, detail_rows, time_rows, cpu_rows, floor_rows, figures = [], [], [], [], [], []
     settings = None
     for kind in kinds:
         with common.workspace(kind) as ws, contextlib.ExitStack() as stack, environment(extra):
@@ -473,6 +506,11 @@ def main() -> None:
                 med_ref, med_prov = statistics.median(ref_seconds), statistics.median(prov_seconds)
                 rows.append([kind, "median", f"**{med_ref:.2f}**", f"**{med_prov:.2f}**", "", "",
                              f"**{med_ref / med_prov:.1f}x**", "", "", ""])
+            least = floor(bmcs, max(3, args.runs))
+            floor_rows.append([kind, f"{statistics.median(ref_seconds):.2f}", f"{least['seconds']:.2f}",
+                               f"{least['machine_cpu_s']:.2f}", f"{statistics.median(ref_seconds) / least['seconds']:.1f}x",
+                               f"{statistics.median(prov_seconds):.2f}"])
+            figures.append({"db": kind, "floor": least})
 
     assert settings is not None
     common.report(
@@ -516,6 +554,13 @@ def main() -> None:
           "more means a stalled exchange. A host is in progress from its first to its last BMC call.")
     print()
     print(common.table(["database", "run", "side", "wall s", "CPU seconds over the run"], cpu_rows))
+    print()
+    print(common.table(["database", "ipmitool loop s (median)", "floor s (median)", "machine CPU s in the floor",
+                        "loop / floor", "provisiond s (median)"], floor_rows))
+    print("\nFloor: the same netboots straight through provisiond's driver layer (IpmiDriver, one thread per "
+          "BMC) in the benchmark's process, with no gap, no HTTP and no database: the BMC work alone, on the "
+          "same two cores as the simulated BMCs. 'loop / floor' is the most any way of driving these BMCs "
+          "through provisiond could reach on this machine, before the gap.")
     sys.stdout.flush()
     common.dump_json(args.json, figures)
 

@@ -165,7 +165,7 @@ class SimBmc:
 
     def actions(self) -> list[Action]:
         """The ``set`` calls, one :class:`Action` per name/value pair, oldest first."""
-        found = []
+        found: list[Action] = []
         for stamp, command in self.calls():
             verb, *words = command.split()
             if verb == "set":
