@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,27 +146,42 @@ class Lifecycle:
 
     def arm(self, session: Session, serial: str, now: dt.datetime, by: str, force: bool = False,
             host: models.Host | None = None) -> Armed:
-        """``host``: the row, when the caller has loaded it already (a batch)."""
-        host = host if host is not None else get_host(session, serial)
+        """``host``: the row, when the caller has loaded it already."""
+        return self.arm_many(session, [host if host is not None else get_host(session, serial)], now, by, force)[0]
+
+    def arm_many(self, session: Session, hosts: Sequence[models.Host], now: dt.datetime, by: str,
+                 force: bool = False) -> list[Armed]:
+        """Arm every host, in the caller's transaction: each is checked first
+        (the first that may not be armed raises, and the caller rolls back),
+        then their installs are written together (one INSERT), then each
+        host moves to armed with its event."""
+        whys = [self._may_arm(host, force) for host in hosts]
+        tokens = [secrets.token_urlsafe(24) for _ in hosts]
+        installs = [models.Install(
+            host_id=host.id, token_hash=hash_token(token), token_sealed=self.vault.encrypt(token),
+            profile=host.profile, armed_at=now, expires_at=now + self.arm_ttl, armed_by=by,
+        ) for host, token in zip(hosts, tokens)]
+        session.add_all(installs)
+        session.flush()
+        for host, install, why in zip(hosts, installs, whys):
+            forced = f" (forced: host {why})" if why else ""
+            self._move(session, host, install, {HostState(host.state)}, HostState.ARMED, None, "armed",
+                       f"install armed by {by}, profile {host.profile}{forced}; token valid until "
+                       f"{install.expires_at:%Y-%m-%d %H:%M} UTC", now, hook="on-armed")
+        return [Armed(host.serial, install.id, token, install.expires_at, host)
+                for host, install, token in zip(hosts, installs, tokens)]
+
+    @staticmethod
+    def _may_arm(host: models.Host, force: bool) -> str | None:
+        """Raises if ``host`` may not be armed; else why it needed ``force`` (None if it did not)."""
         state = HostState(host.state)
         if state in IN_FLIGHT:
-            raise IllegalTransition(f"host {serial} is already {state} (an install is under way); "
+            raise IllegalTransition(f"host {host.serial} is already {state} (an install is under way); "
                                     "cancel it first with provctl cancel")
         why = _protection(host, state)
         if why and not force:
-            raise Protected(f"host {serial} {why}; arming it would reinstall it: use --force if you mean it")
-        token = secrets.token_urlsafe(24)
-        install = models.Install(
-            host_id=host.id, token_hash=hash_token(token), token_sealed=self.vault.encrypt(token),
-            profile=host.profile, armed_at=now, expires_at=now + self.arm_ttl, armed_by=by,
-        )
-        session.add(install)
-        session.flush()
-        forced = f" (forced: host {why})" if why else ""
-        self._move(session, host, install, {state}, HostState.ARMED, None, "armed",
-                   f"install armed by {by}, profile {host.profile}{forced}; token valid until {now + self.arm_ttl:%Y-%m-%d %H:%M} UTC",
-                   now, hook="on-armed")
-        return Armed(serial, install.id, token, install.expires_at, host)
+            raise Protected(f"host {host.serial} {why}; arming it would reinstall it: use --force if you mean it")
+        return why
 
     def cancel(self, session: Session, serial: str, now: dt.datetime, by: str) -> None:
         host = get_host(session, serial)

@@ -56,44 +56,75 @@ def validate(action: str, argument: str) -> None:
         raise ValidationError("argument", f"{action} takes one of {', '.join(ACTIONS[action])}, not {argument!r}")
 
 
-def bmc_target(host: models.Host, password: str | None = None) -> Target:
+def bmc_target(host: models.Host) -> Target:
+    """The host's BMC as operations are keyed and named when queued (no
+    password: the worker decrypts it when it claims the operation). The
+    primary MAC is looked up only for a BMC without an address (Wake-on-LAN)."""
     if not host.bmc_type:
         raise NoBmc(f"host {host.serial} has no BMC (bmc.type) in the data source; "
                     "power it on or PXE-boot it yourself (provctl install --no-power)")
-    primary = next((nic.mac for nic in sorted(host.nics, key=lambda n: (not n.primary, n.position))), None)
+    primary = None if host.bmc_address else next(
+        (nic.mac for nic in sorted(host.nics, key=lambda n: (not n.primary, n.position))), None)
     return Target(serial=host.serial, type=host.bmc_type, address=host.bmc_address, port=host.bmc_port,
-                  user=host.bmc_user, password=password, mac=primary)
+                  user=host.bmc_user, mac=primary)
 
 
 def enqueue(session: Session, host: models.Host, action: str, argument: str, *, by: str, now: dt.datetime,
             persistent: bool = False, install_id: int | None = None,
             not_before: dt.datetime | None = None) -> models.PowerOperation:
     """Queue one operation for ``host``'s BMC (409 if it has none)."""
-    validate(action, argument)
-    target = bmc_target(host)
-    operation = models.PowerOperation(
-        host_id=host.id, action=action, argument=argument, persistent=persistent, status="queued",
-        created_at=now, bmc_key=target.key, requested_by=by, install_id=install_id, not_before=not_before,
-        attempts=0)
-    session.add(operation)
+    return enqueue_many(session, [Request(host, action, argument, persistent, install_id, not_before)],
+                        by=by, now=now)[0]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One operation to queue."""
+
+    host: models.Host
+    action: str
+    argument: str
+    persistent: bool = False
+    install_id: int | None = None
+    not_before: dt.datetime | None = None
+
+
+def enqueue_many(session: Session, requests: Sequence[Request], *, by: str,
+                 now: dt.datetime) -> list[models.PowerOperation]:
+    """Queue operations in the caller's transaction, each with an Event
+    naming it and its BMC; all are checked first (a bad one raises before
+    anything is written), then written together."""
+    targets = []
+    for request in requests:
+        validate(request.action, request.argument)
+        targets.append(bmc_target(request.host))
+    operations = [models.PowerOperation(
+        host_id=request.host.id, action=request.action, argument=request.argument, persistent=request.persistent,
+        status="queued", created_at=now, bmc_key=target.key, requested_by=by, install_id=request.install_id,
+        not_before=request.not_before, attempts=0) for request, target in zip(requests, targets)]
+    session.add_all(operations)
     session.flush()
-    when = f", not before {not_before:%H:%M:%S} UTC" if not_before and not_before > now else ""
-    record_event(session, host.id, "power",
-                 f"queued by {by}: {describe(action, argument, persistent)} on BMC {target.bmc} "
-                 f"(operation {operation.id}{when})",
-                 {"operation": operation.id, "status": "queued"})
-    return operation
+    for request, target, operation in zip(requests, targets, operations):
+        when = f", not before {request.not_before:%H:%M:%S} UTC" if request.not_before and request.not_before > now else ""
+        record_event(session, request.host.id, "power",
+                     f"queued by {by}: {describe(request.action, request.argument, request.persistent)} on BMC "
+                     f"{target.bmc} (operation {operation.id}{when})",
+                     {"operation": operation.id, "status": "queued"})
+    return operations
 
 
-def queue_for_install(session: Session, host: models.Host, install_id: int, *, by: str, now: dt.datetime,
-                      not_before: dt.datetime | None = None) -> models.PowerOperation:
-    """After arming: one operation that boots the machine from the network once."""
-    target = bmc_target(host)
-    if not driver_class(target.type).sets_boot_device:
-        record_event(session, host.id, "power",
-                     f"{target.type} cannot choose the boot device: the machine must try the network "
-                     "first by its own boot order")
-    return enqueue(session, host, "power", "netboot", by=by, now=now, install_id=install_id, not_before=not_before)
+def queue_for_installs(session: Session, armed: Sequence[tuple[models.Host, int, dt.datetime | None]], *,
+                       by: str, now: dt.datetime) -> list[models.PowerOperation]:
+    """After arming (host, install id, not before): per host one operation
+    that boots the machine from the network once."""
+    for host, _, _ in armed:
+        target = bmc_target(host)
+        if not driver_class(target.type).sets_boot_device:
+            record_event(session, host.id, "power",
+                         f"{target.type} cannot choose the boot device: the machine must try the network "
+                         "first by its own boot order")
+    return enqueue_many(session, [Request(host, "power", "netboot", install_id=install_id, not_before=not_before)
+                                  for host, install_id, not_before in armed], by=by, now=now)
 
 
 def queue_after_install(session: Session, host: models.Host, install_id: int, now: dt.datetime) -> None:

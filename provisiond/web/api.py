@@ -7,6 +7,7 @@ Writes happen in one transaction each: a request that fails changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -151,7 +152,7 @@ def arm_host(serial: str):  # type: ignore[no-untyped-def]
     force, power = _install_flags(body, set())
     svc = services()
     with svc.db.write() as session:
-        answer = _arm_one(session, serial, force, power, utcnow(), None)
+        [answer] = _arm(session, [host_store.get_host(session, serial)], force, power, utcnow(), 0)
     if power:
         svc.power_bell.ring()
     return jsonify(answer), 201
@@ -177,10 +178,7 @@ def arm_hosts():  # type: ignore[no-untyped-def]
         raise ValidationError("pace_seconds", "expected a number of seconds from 0 to 3600")
     now = utcnow()
     with svc.db.write() as session:
-        hosts = host_store.get_hosts(session, serials)
-        armed = [_arm_one(session, host.serial, force, power, now,
-                          now + dt.timedelta(seconds=pace * i) if i else None, host)
-                 for i, host in enumerate(hosts)]
+        armed = _arm(session, host_store.get_hosts(session, serials), force, power, now, pace)
     if power:
         svc.power_bell.ring()
     return jsonify({"installs": armed}), 201
@@ -191,17 +189,21 @@ def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
     return flag(body, "force"), flag(body, "power")
 
 
-def _arm_one(session: Session, serial: str, force: bool, power: bool, now: dt.datetime,
-             not_before: dt.datetime | None, host: Host | None = None) -> dict[str, Any]:
+def _arm(session: Session, hosts: Sequence[Host], force: bool, power: bool, now: dt.datetime,
+         pace: float) -> list[dict[str, Any]]:
+    """Arm ``hosts`` (all or none) and, with ``power``, queue each one's
+    netboot, host i no earlier than i × ``pace`` seconds from now."""
     svc = services()
-    armed = svc.lifecycle.arm(session, serial, now, requester(), force=force, host=host)
-    operations: list[int] = []
+    armed = svc.lifecycle.arm_many(session, hosts, now, requester(), force=force)
+    operations: list[list[int]] = [[] for _ in armed]
     if power:
-        operation = power_queue.queue_for_install(session, armed.host, armed.install_id, by=requester(), now=now,
-                                                  not_before=not_before)
-        operations.append(operation.id)
-    return {"serial": serial, "state": "armed", "install_id": armed.install_id,
-            "expires_at": armed.expires_at.isoformat(), "power_operations": operations}
+        queued = power_queue.queue_for_installs(session, [
+            (one.host, one.install_id, now + dt.timedelta(seconds=pace * i) if i else None)
+            for i, one in enumerate(armed)], by=requester(), now=now)
+        operations = [[operation.id] for operation in queued]
+    return [{"serial": one.serial, "state": "armed", "install_id": one.install_id,
+             "expires_at": one.expires_at.isoformat(), "power_operations": ids}
+            for one, ids in zip(armed, operations)]
 
 
 @bp.post("/hosts/<serial>/cancel")

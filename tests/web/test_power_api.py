@@ -72,6 +72,14 @@ def test_arming_with_power_queues_pxe_then_reset_and_without_a_bmc_arms_nothing(
     assert_error(client.post("/api/v1/hosts/SN-NEW-0001/install", json={"power": "yes"}, headers=auth), 400, "power")
 
 
+def test_a_batch_with_a_host_without_a_bmc_arms_none_of_them(client, auth, demo_data, snapshot):
+    before = snapshot()
+    refused = client.post("/api/v1/installs", json={"serials": ["712DM2Y", "SN-NEW-0001"], "power": True,
+                                                    "force": True}, headers=auth)
+    assert_error(refused, 409, contains="host SN-NEW-0001 has no BMC")
+    assert snapshot() == before  # 712DM2Y was armed and queued in the transaction, then rolled back
+
+
 def test_a_batch_is_all_or_none_and_paces_power_ons(client, auth, demo_data, snapshot):
     client.patch("/api/v1/hosts/SN-WEB-0001", json={"protected": True}, headers=auth)
     before = snapshot()
