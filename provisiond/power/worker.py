@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 
+from provisiond.errors import ProvisiondError
 from provisiond.models import utcnow
 from provisiond.power import queue
 from provisiond.power.base import DriverOptions, driver_for
@@ -114,13 +115,16 @@ class PowerWorker(threading.Thread):
     def _carry_out(self, claimed: queue.Claimed) -> None:
         """In a BMC thread: the operation's BMC work only; its outcome goes back to the worker."""
         operation_id = claimed.operation_id
+        what = f"operation {operation_id}: {queue.describe(claimed.action, claimed.argument, claimed.persistent)}"
         try:
             work = queue.work_of(claimed, self.services.vault)
-            what = f"operation {operation_id}: {queue.describe(work.action, work.argument, work.persistent)}"
             outcome = carry_out(driver_for(work.target, self.options), self.pacer, self.policy,
                                 work.action, work.argument, work.persistent, what)
             (log.info if outcome.ok else log.warning)("host %s: %s", claimed.serial, outcome.message)
             finished = queue.Finished(operation_id, outcome.ok, outcome.result, outcome.message, utcnow())
+        except ProvisiondError as exc:  # the host lost its BMC, or its password cannot be decrypted
+            log.warning("host %s: %s failed: %s", claimed.serial, what, exc)
+            finished = queue.Finished(operation_id, False, None, f"{what} failed: {exc}", utcnow())
         except Exception as exc:
             log.exception("power operation %d could not be carried out", operation_id)
             finished = queue.Finished(operation_id, False, None, f"operation {operation_id} failed inside "

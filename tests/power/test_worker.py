@@ -139,8 +139,8 @@ def test_an_operation_whose_host_lost_its_bmc_fails_and_says_why(worker, service
         get_host(session, "712DM2Y").bmc_type = None
     status, result, message = run_until_finished(worker, services, [operation_id])[operation_id]
     assert (status, result) == ("failed", None)
-    assert message == (f"operation {operation_id} failed inside provisiond: NoBmc: host 712DM2Y has no BMC "
-                       "(bmc.type) in the data source any more")
+    assert message == (f"operation {operation_id}: power on failed: host 712DM2Y has no BMC (bmc.type) in the "
+                       "data source any more")
 
 
 def test_outcomes_that_could_not_be_recorded_are_recorded_by_a_later_pass(worker, services, demo_data,
