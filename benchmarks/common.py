@@ -230,20 +230,14 @@ def workspace(kind: str, migrate: bool = True) -> Iterator[Workspace]:
 
 
 def namespace_database_url(url: str) -> str:
-    """The database as a server inside a network namespace must name it:
-    there 127.0.0.1 is the namespace's own loopback, so a local PostgreSQL
-    is reached through its Unix socket (SQLite URLs are unchanged)."""
-    from sqlalchemy.engine import make_url
+    """The database as a server inside a network namespace must name it
+    (tests/netboot/namespace_db.py); stops the benchmark if it cannot."""
+    from tests.netboot import namespace_db
 
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("postgres") or parsed.host not in ("127.0.0.1", "localhost"):
-        return url
-    port = parsed.port or 5432
-    for folder in ("/var/run/postgresql", "/run/postgresql", "/tmp"):
-        if Path(folder, f".s.PGSQL.{port}").exists():
-            return parsed.set(host=None, query={"host": folder}).render_as_string(hide_password=False)
-    raise SystemExit(f"PostgreSQL's Unix socket (.s.PGSQL.{port}) was not found: a server in a network namespace "
-                     "cannot reach 127.0.0.1")
+    try:
+        return namespace_db.namespace_database_url(url)
+    except LookupError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def databases(requested: str) -> list[str]:

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from provisiond import models
 from provisiond.config import Settings
 from provisiond.services import Services
 from tests.conftest import require
+from tests.netboot import namespace_db
 from tests.netboot.conftest import Lab
 
 PUBLIC_URL = "http://10.77.0.1:8080"
@@ -56,17 +56,13 @@ def _needs(*tools: str) -> None:
 
 
 def namespace_database_url(url: str) -> str:
-    """The database as seen from inside a network namespace, where 127.0.0.1
-    is the namespace's own loopback: PostgreSQL through its Unix socket."""
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("postgres") or parsed.host not in ("127.0.0.1", "localhost"):
-        return url
-    port = parsed.port or 5432
-    for folder in ("/var/run/postgresql", "/run/postgresql", "/tmp"):
-        if Path(folder, f".s.PGSQL.{port}").exists():
-            return parsed.set(host=None, query={"host": folder}).render_as_string(hide_password=False)
-    require(False, f"PostgreSQL's Unix socket (.s.PGSQL.{port}) was not found; a namespace cannot reach 127.0.0.1")
-    return url  # pragma: no cover
+    """The database as seen from inside the lab's namespaces (a test skips,
+    or fails under CI=true, when a local PostgreSQL cannot be reached there)."""
+    try:
+        return namespace_db.namespace_database_url(url)
+    except LookupError as exc:
+        require(False, str(exc))
+        raise
 
 
 class DhcpServer:
