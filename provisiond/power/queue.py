@@ -105,7 +105,8 @@ def enqueue_many(session: Session, requests: Sequence[Request], *, by: str,
     session.add_all(operations)
     session.flush()
     for request, target, operation in zip(requests, targets, operations):
-        when = f", not before {request.not_before:%H:%M:%S} UTC" if request.not_before and request.not_before > now else ""
+        later = request.not_before is not None and request.not_before > now
+        when = f", not before {request.not_before:%H:%M:%S} UTC" if later else ""
         record_event(session, request.host.id, "power",
                      f"queued by {by}: {describe(request.action, request.argument, request.persistent)} on BMC "
                      f"{target.bmc} (operation {operation.id}{when})",
