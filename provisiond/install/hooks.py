@@ -73,9 +73,10 @@ class HookRunner:
             return []
         return sorted(p for p in folder.iterdir() if p.is_file() and os.access(p, os.X_OK))
 
-    def fire(self, call: HookCall) -> None:
-        """Run the event's hooks in a background thread; return at once."""
-        scripts = self.executables(call.event)
+    def fire(self, call: HookCall, scripts: list[Path] | None = None) -> None:
+        """Run the event's hooks in a background thread; return at once.
+        ``scripts``: the event's executables as the caller just listed them."""
+        scripts = self.executables(call.event) if scripts is None else scripts
         if not scripts:
             return
         thread = threading.Thread(target=self._run_all, args=(call, scripts), daemon=True,

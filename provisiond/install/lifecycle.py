@@ -385,19 +385,24 @@ class Lifecycle:
         # The UPDATE wrote them: the loaded row learns them without a second UPDATE at flush.
         set_committed_value(host, "state", target.value)
         set_committed_value(host, "state_reason", reason)
-        if hook and self.hooks is not None and self.hooks.executables(hook):
+        runner = self.hooks
+        if hook is None or runner is None:
+            return
+        scripts = runner.executables(hook)
+        if scripts:  # the host is read for its hooks only when there are some
             call = _hook_call(session, hook, host.id, target, reason)
-            runner = self.hooks
-            on_commit(session, lambda: runner.fire(call))
+            on_commit(session, lambda: runner.fire(call, scripts))
 
     def _fire(self, db: Database, hook: str, host_id: int, state: HostState, reason: str | None) -> None:
         """Run ``hook`` for a change already committed outside a session. As
         with any after-commit action, a failure here is logged and never
         breaks the request whose change has happened."""
-        if self.hooks is None or not self.hooks.executables(hook):
+        runner = self.hooks
+        scripts = runner.executables(hook) if runner is not None else []
+        if runner is None or not scripts:
             return
         try:
-            self.hooks.fire(db.ask(lambda connection: _hook_call(connection, hook, host_id, state, reason)))
+            runner.fire(db.ask(lambda connection: _hook_call(connection, hook, host_id, state, reason)), scripts)
         except Exception:
             log.exception("%s hook of host id %s not run", hook, host_id)
 
