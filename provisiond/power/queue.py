@@ -118,11 +118,10 @@ def queue_for_installs(session: Session, armed: Sequence[tuple[models.Host, int,
                        by: str, now: dt.datetime) -> list[models.PowerOperation]:
     """After arming (host, install id, not before): per host one operation
     that boots the machine from the network once."""
-    for host, _, _ in armed:
-        target = bmc_target(host)
-        if not driver_class(target.type).sets_boot_device:
+    for host, _, _ in armed:  # a host without a BMC is refused by enqueue_many
+        if host.bmc_type and not driver_class(host.bmc_type).sets_boot_device:
             record_event(session, host.id, "power",
-                         f"{target.type} cannot choose the boot device: the machine must try the network "
+                         f"{host.bmc_type} cannot choose the boot device: the machine must try the network "
                          "first by its own boot order")
     return enqueue_many(session, [Request(host, "power", "netboot", install_id=install_id, not_before=not_before)
                                   for host, install_id, not_before in armed], by=by, now=now)

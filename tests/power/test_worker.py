@@ -40,6 +40,17 @@ def run_until_finished(worker: PowerWorker, services, operation_ids, limit=30.0)
     pytest.fail(f"operations {operation_ids} did not finish")
 
 
+def wait_until_done(services, operation_id, why, limit=20.0):
+    """Until a running worker thread has carried the operation out; fails with ``why`` after ``limit`` s."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        with services.db.read() as session:
+            if queue.get(session, operation_id).status == "done":
+                return
+        time.sleep(0.05)
+    pytest.fail(why)
+
+
 @pytest.fixture
 def worker(services):
     fast = Services(dataclasses.replace(services.settings, bmc_min_gap_ms=0, bmc_budget_seconds=2), services.db)
@@ -119,14 +130,7 @@ def test_the_worker_thread_starts_and_stops(services, demo_data):
     worker = PowerWorker(services)
     worker.start()
     try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            with services.db.read() as session:
-                if queue.get(session, operation_id).status == "done":
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the worker thread did not carry the operation out")
+        wait_until_done(services, operation_id, "the worker thread did not carry the operation out")
     finally:
         worker.stop()
         worker.join(10)
@@ -176,14 +180,7 @@ def test_an_operation_queued_through_the_api_wakes_the_worker(services, demo_dat
     try:
         time.sleep(0.2)  # the worker's first pass found nothing; it now sleeps on the bell
         queued = client.post("/api/v1/hosts/712DM2Y/power", json={"action": "on"}, headers=auth).get_json()
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            with services.db.read() as session:
-                if queue.get(session, queued["id"]).status == "done":
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the worker slept through the bell")
+        wait_until_done(services, queued["id"], "the worker slept through the bell")
     finally:
         worker.stop()
         worker.join(10)
