@@ -48,8 +48,11 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_workers: int = 2
-    #: The URL installers use to reach this server (rendered into kickstarts).
-    public_url: str = "http://127.0.0.1:8080"
+    #: The URL installers use to reach this server (rendered into kickstarts,
+    #: boot entries and DHCP answers). Empty: derived from http_host and
+    #: http_port (netboot_address when http_host listens on every address),
+    #: so a port given on the command line reaches every URL handed out.
+    public_url: str = ""
     log_level: str = "INFO"
     #: Largest request body accepted, in bytes (bulk imports are the big ones).
     max_body_bytes: int = 64 * 1024 * 1024
@@ -153,7 +156,7 @@ def load_settings(
         raw[key] = (value, "override")
     values = {key: _coerce(key, value, source) for key, (value, source) in raw.items()}
     settings = Settings(**values)
-    return _finish(settings, "data_dir" in values, "secret_key_file" in values)
+    return _finish(settings, set(values))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -210,7 +213,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise ConfigError(f"{where}: {value!r} is not an IPv4 address") from None
         if key == "log_level" and value.upper() not in _LOG_LEVELS:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
-        if key == "public_url" and not value.startswith(("http://", "https://")):
+        if key == "public_url" and value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: {value!r} must start with http:// or https://")
         if key == "database_url" and value and "://" not in value:
             raise ConfigError(f"{where}: {value!r} is not a database URL (e.g. postgresql://user@host/db)")
@@ -238,11 +241,29 @@ def _yaml_value(value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
 
 
-def _finish(settings: Settings, data_dir_given: bool, key_file_given: bool) -> Settings:
-    """Make paths absolute; the key file follows ``data_dir`` unless set."""
+#: http_host values that mean "every address": no use in a URL.
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _finish(settings: Settings, given: set[str]) -> Settings:
+    """Make paths absolute; the key file follows ``data_dir`` unless set;
+    ``public_url`` follows the HTTP listener unless set."""
     changes: dict[str, Any] = {}
     for key in _PATH_KEYS:
         changes[key] = getattr(settings, key).resolve()
-    if data_dir_given and not key_file_given:
+    if "data_dir" in given and "secret_key_file" not in given:
         changes["secret_key_file"] = changes["data_dir"] / "secret.key"
+    if not settings.public_url:
+        changes["public_url"] = derived_public_url(settings)
     return dataclasses.replace(settings, **changes)
+
+
+def derived_public_url(settings: Settings) -> str:
+    """``http://<http_host>:<http_port>``; when http_host is a wildcard,
+    the netboot address (else 127.0.0.1) names the server."""
+    host = settings.http_host
+    if host in _WILDCARDS:
+        host = settings.netboot_address or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}"

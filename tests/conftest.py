@@ -151,24 +151,27 @@ def free_port() -> int:
 class LiveServer:
     """``provisiond serve`` in a subprocess (real gunicorn workers)."""
 
-    def __init__(self, settings: Settings, workers: int = 2, port: int | None = None, **extra_env: str) -> None:
-        """``port``: the same one as a stopped server's, to model a restart."""
-        self.port = port or free_port()
+    def __init__(self, settings: Settings, workers: int = 2, port: int | None = None,
+                 arguments: tuple[str, ...] = (), **extra_env: str) -> None:
+        """``port``: the same one as a stopped server's, to model a restart.
+        ``arguments``: more for ``provisiond serve``; with ``--port`` among
+        them the port and public URL come from the command line alone."""
+        on_command_line = "--port" in arguments
+        self.port = int(arguments[arguments.index("--port") + 1]) if on_command_line else port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("PROVISIOND_") or k.startswith("PROVISIOND_TEST")},
             "PROVISIOND_DATA_DIR": str(settings.data_dir),
             "PROVISIOND_DATABASE_URL": settings.database_url,
-            "PROVISIOND_HTTP_PORT": str(self.port),
             "PROVISIOND_HTTP_WORKERS": str(workers),
-            "PROVISIOND_PUBLIC_URL": self.url,
             "PROVISIOND_LOG_LEVEL": "WARNING",
+            **({} if on_command_line else {"PROVISIOND_HTTP_PORT": str(self.port), "PROVISIOND_PUBLIC_URL": self.url}),
             **extra_env,
         }
         self.log = settings.data_dir.parent / "server.log"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisiond.cli.server", "serve"],
+            [sys.executable, "-m", "provisiond.cli.server", "serve", *arguments],
             env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )
         self._wait()

@@ -90,3 +90,18 @@ def test_bad_setting_stops_start_up(tmp_path: Path):
     assert result.returncode != 0
     assert "http_port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("environ", "url"), [
+    ({}, "http://127.0.0.1:8080"),
+    ({"PROVISIOND_HTTP_PORT": "9000"}, "http://127.0.0.1:9000"),
+    ({"PROVISIOND_HTTP_HOST": "10.0.0.5", "PROVISIOND_HTTP_PORT": "81"}, "http://10.0.0.5:81"),
+    ({"PROVISIOND_HTTP_HOST": "0.0.0.0", "PROVISIOND_NETBOOT_ADDRESS": "10.9.0.1"}, "http://10.9.0.1:8080"),
+    ({"PROVISIOND_HTTP_PORT": "9000", "PROVISIOND_PUBLIC_URL": "https://boot.example.com"}, "https://boot.example.com"),
+])
+def test_public_url_follows_the_listener_unless_set(environ, url):
+    assert load_settings(environ=environ).public_url == url
+
+
+def test_an_override_of_the_port_moves_the_derived_public_url():
+    assert load_settings(environ={}, overrides={"http_port": 9100}).public_url == "http://127.0.0.1:9100"

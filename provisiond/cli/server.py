@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -30,11 +31,26 @@ PROVCTL_CONFIG = Path("~/.config/provisiond/provctl.yaml").expanduser()
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
     """provisiond: bare-metal provisioning server."""
+    ctx.meta["provisiond.config_file"] = config_file
     try:
         ctx.obj = load_settings(config_file)
     except ProvisiondError as exc:
         raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=ctx.obj.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _listening(settings: Settings, http_host: str | None, http_port: int | None) -> Settings:
+    """The settings with the listener given on the command line: loaded
+    again with it, so everything derived from it (public_url, unless set
+    explicitly) follows."""
+    overrides = {key: value for key, value in (("http_host", http_host), ("http_port", http_port))
+                 if value is not None}
+    if not overrides:
+        return settings
+    try:
+        return load_settings(click.get_current_context().meta.get("provisiond.config_file"), overrides=overrides)
+    except ProvisiondError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _services(settings: Settings) -> Any:
@@ -186,6 +202,7 @@ def serve(settings: Settings, http_host: str | None, http_port: int | None, work
     """Migrate the database and serve everything: HTTP (admin API, installer
     and boot endpoints) and DHCP/TFTP (`netboot`) when netboot_address names
     this server's address on the boot network (and not --no-netboot)."""
+    settings = _listening(settings, http_host, http_port)
     svc = _ready(settings)
     daemon = None
     if not settings.netboot_address and not no_netboot:
@@ -249,6 +266,7 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     from provisiond.inventory.transfer import parse_import
     from provisiond.web.auth import create_token, revoke_token
 
+    settings = _listening(settings, http_host, http_port)
     svc = _ready(settings)
     with svc.db.write() as session:
         if not session.scalar(select(func.count()).select_from(models.Host)):
@@ -261,13 +279,19 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
         if session.scalar(select(models.ApiToken.id).where(models.ApiToken.name == "demo")):
             revoke_token(session, "demo")
         token = create_token(session, "demo")
-    port = http_port or settings.http_port
-    url = f"http://{http_host or settings.http_host}:{port}"
+    url = _client_url(settings)
     _write_provctl_config(url, token)
     click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")
     click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
     if not no_serve:
         _run_http(svc, http_host, http_port, None)
+
+
+def _client_url(settings: Settings) -> str:
+    """Where provctl on this machine reaches the admin API."""
+    from provisiond.config import derived_public_url
+
+    return derived_public_url(dataclasses.replace(settings, netboot_address=""))
 
 
 def _write_provctl_config(url: str, token: str) -> None:

@@ -34,15 +34,21 @@ def _queued(serial: str, action: str, argument: str, persistent: bool = False): 
     return response
 
 
+def _choice(body: dict[str, object], field: str, choices: tuple[str, ...]) -> str:
+    """The body's ``field``, one of ``choices``: else a 400 naming that field."""
+    value = body.get(field)
+    if not isinstance(value, str) or value not in choices:
+        got = "" if value is None else f", not {value!r}"
+        raise ValidationError(field, f"expected one of {', '.join(choices)}{got}")
+    return value
+
+
 @bp.post("/hosts/<serial>/power")
 def power(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"action": "on"|"off"|"reset"|"status"}`` for the host's BMC."""
     body = json_body()
     only_fields(body, {"action"})
-    action = body.get("action")
-    if not isinstance(action, str):
-        raise ValidationError("action", f"expected one of {', '.join(queue.ACTIONS['power'])}")
-    return _queued(serial, "power", action)
+    return _queued(serial, "power", _choice(body, "action", queue.ACTIONS["power"]))
 
 
 @bp.post("/hosts/<serial>/bootdev")
@@ -50,10 +56,8 @@ def bootdev(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"device": "pxe"|"disk"|"status", "persistent": bool}``."""
     body = json_body()
     only_fields(body, {"device", "persistent"})
-    device = body.get("device")
+    device = _choice(body, "device", queue.ACTIONS["bootdev"])
     persistent = flag(body, "persistent")
-    if not isinstance(device, str):
-        raise ValidationError("device", f"expected one of {', '.join(queue.ACTIONS['bootdev'])}")
     if device == "status" and persistent:
         raise ValidationError("persistent", "only applies when setting a device")
     return _queued(serial, "bootdev", device, persistent)

@@ -28,10 +28,11 @@ def test_power_and_bootdev_are_queued_with_202_and_can_be_polled(client, auth, d
 
 
 @pytest.mark.parametrize("path, document, status, field, words", [
-    ("power", {"action": "explode"}, 400, "argument", "power takes one of on, off, reset, status, netboot"),
+    ("power", {"action": "explode"}, 400, "action", "expected one of on, off, reset, status, netboot, not 'explode'"),
     ("power", {}, 400, "action", "expected one of on, off, reset, status, netboot"),
     ("power", {"action": "on", "force": True}, 400, "force", "unknown field"),
-    ("bootdev", {"device": "usb"}, 400, "argument", "bootdev takes one of pxe, disk, status"),
+    ("bootdev", {"device": "usb"}, 400, "device", "expected one of pxe, disk, status, not 'usb'"),
+    ("bootdev", {"device": 7}, 400, "device", "expected one of pxe, disk, status, not 7"),
     ("bootdev", {"device": "pxe", "persistent": "yes"}, 400, "persistent", "expected true or false"),
     ("bootdev", {"device": "status", "persistent": True}, 400, "persistent", "only applies when setting"),
 ])
