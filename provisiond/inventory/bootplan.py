@@ -12,18 +12,20 @@ sent to local boot, as configured.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, replace
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.errors import NotFound
 from provisiond.kickstart.composer import InstallContext
 from provisiond.kickstart.profiles import ProfileStore
+from provisiond.models import utcnow
 from provisiond.states import HostState
 from provisiond.vault import Vault
 
@@ -62,17 +64,16 @@ _hosts, _nics, _installs = models.Host.__table__, models.Nic.__table__, models.I
 #: an armed host). No NICs, groups or variables: they are not boot answers.
 _BOOT_HOST_BY_MAC = (
     select(_hosts.c.serial, _hosts.c.hostname, _hosts.c.ip, _hosts.c.prefix, _hosts.c.gateway, _hosts.c.dns,
-           _hosts.c.state, _hosts.c.profile,
-           select(_installs.c.token_sealed)
-           .where(_installs.c.host_id == _hosts.c.id, _installs.c.active.is_(True))
-           .limit(1).scalar_subquery().label("token_sealed"))
+           _hosts.c.state, _hosts.c.profile, _installs.c.token_sealed, _installs.c.expires_at)
     .join(_nics, _nics.c.host_id == _hosts.c.id)
+    # A host has at most one live install (the lifecycle keeps it so).
+    .outerjoin(_installs, and_(_installs.c.host_id == _hosts.c.id, _installs.c.active.is_(True)))
     .where(_nics.c.mac == bindparam("mac"))
 )
 
 
 def plan_for_mac(session: Session | Connection, mac: str, *, vault: Vault, profiles: ProfileStore, public_url: str,
-                 unknown: BootAction = BootAction.IGNORE) -> BootPlan:
+                 unknown: BootAction = BootAction.IGNORE, now: dt.datetime | None = None) -> BootPlan:
     host = session.execute(_BOOT_HOST_BY_MAC, {"mac": mac}).first()
     if host is None:
         return BootPlan(mac, unknown, f"MAC {mac} is not in the data source")
@@ -80,6 +81,9 @@ def plan_for_mac(session: Session | Connection, mac: str, *, vault: Vault, profi
         return _local(mac, host, f"host {host.serial} is {host.state}, not armed")
     if host.token_sealed is None:  # armed but its install ended in between: never install
         return _local(mac, host, f"host {host.serial} has no live install")
+    if host.expires_at <= (now or utcnow()):  # the reaper has not failed it yet: never boot it
+        return _local(mac, host, f"host {host.serial} is armed but its install expired at "
+                                 f"{host.expires_at:%Y-%m-%d %H:%M:%S} UTC (arm_ttl_seconds)")
     try:
         profile = profiles.get(host.profile)
     except NotFound:

@@ -59,6 +59,30 @@ def test_after_the_install_starts_or_ends_the_answer_is_local(services, client, 
     assert plan(services).reason == "host 712DM2Y is booting, not armed"
 
 
+def test_an_install_past_its_arm_ttl_boots_locally_before_the_reaper_runs(services, client, auth, demo_data, arm):
+    """The boot decision checks the deadline itself: between the TTL and
+    the reaper's next pass the host gets local boot, never the installer
+    (whose kickstart would 404)."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from provisiond import models
+
+    arm("712DM2Y")
+    assert plan(services).action == BootAction.INSTALL
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=services.settings.arm_ttl_seconds + 1)
+    expired = plan(services, now=later)
+    assert expired.action == BootAction.LOCAL
+    assert "install expired at" in expired.reason and "arm_ttl_seconds" in expired.reason
+    with services.db.write() as session:  # the deadline passed, the reaper has not run
+        session.execute(update(models.Install).values(
+            expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+    script = client.get(f"/boot/ipxe/{MAC}").get_data(as_text=True)
+    assert "inst.ks" not in script and "exit" in script
+    assert client.get("/api/v1/hosts/712DM2Y", headers=auth).get_json()["state"] == "armed"
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
