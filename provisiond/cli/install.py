@@ -26,6 +26,7 @@ import click
 
 from provisiond.cli.client import ApiClient, InstallFailed, WaitTimedOut, pass_api
 from provisiond.cli.output import ExitStatus, echo_fields, echo_json, echo_table, json_option
+from provisiond.events import one_line
 from provisiond.states import HostState
 
 #: Seconds between two polls of the timeline while following.
@@ -49,8 +50,9 @@ def when(value: str | None) -> str | None:
 
 
 def event_line(event: Mapping[str, Any]) -> str:
-    """One timeline line: ``2026-04-24 08:29> message``."""
-    return f"{when(event['time'])}> {event['message']}"
+    """One timeline line: ``2026-04-24 08:29> message`` (control characters
+    escaped, whatever the server sent)."""
+    return f"{when(event['time'])}> {one_line(str(event['message']))}"
 
 
 def duration(seconds: float) -> str:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from provisiond import models
 from provisiond.db import Database
+from provisiond.events import one_line
 
 log = logging.getLogger("provisiond.hooks")
 
@@ -115,7 +116,7 @@ class HookRunner:
         try:
             with self.db.write() as session:
                 host_id = session.scalar(select(models.Host.id).where(models.Host.serial == call.serial))
-                session.add(models.Event(host_id=host_id, kind="hook", message=message,
+                session.add(models.Event(host_id=host_id, kind="hook", message=one_line(message),
                                          data={"event": call.event, "hook": script.name, "ok": ok}))
         except Exception:
             log.exception("could not record the outcome of hook %s", script.name)

@@ -31,6 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from provisiond import models
 from provisiond.db import Database, on_commit
 from provisiond.errors import Conflict, NotFound
+from provisiond.events import one_line
 from provisiond.install import slots
 from provisiond.install.hooks import HookCall, HookRunner
 from provisiond.install.verify import HardwareReport, Verdict, compare
@@ -422,7 +423,7 @@ class Lifecycle:
             if not can_transition(state, target):
                 raise IllegalTransition(f"host {serial}: {state} → {target} is not allowed")
         params = {"host_id": host_id, "install_id": install_id, "expected": [s.value for s in expected],
-                  "target": target.value, "reason": reason, "now": now, "kind": kind, "message": message,
+                  "target": target.value, "reason": reason, "now": now, "kind": kind, "message": one_line(message),
                   "data": {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})},
                   **(install_params or {})}
         one_statement = _is_postgresql(session)
@@ -460,7 +461,7 @@ def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
 def _event(session: Session | Connection, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
            data: dict[str, Any] | None = None) -> None:
     session.execute(_EVENT, {"host_id": host_id, "install_id": install_id, "now": now, "kind": kind,
-                             "message": message, "data": data or {}})
+                             "message": one_line(message), "data": data or {}})
 
 
 def _is_postgresql(session: Session | Connection) -> bool:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from provisiond.errors import ValidationError
+from provisiond.events import CONTROL
 
 # Patterns are used with fullmatch (``$`` would accept a trailing newline)
 # and spell out ASCII ranges (IGNORECASE would let "ſ" and "K" (Kelvin) in).
@@ -129,9 +130,34 @@ def text(value: Any, field: str, max_length: int = 128, required: bool = False) 
     result = str(value).strip()
     if len(result) > max_length:
         raise ValidationError(field, f"longer than {max_length} characters")
-    if any(ch in result for ch in "\r\n\x00"):
-        raise ValidationError(field, "must be one line")
+    one_line(result, field)
     return result or None
+
+
+#: Lone UTF-16 surrogates: JSON's "\ud800" escapes decode to them, but they
+#: are not text (no encoding, the database's included, can store them).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def one_line(value: str, field: str) -> str:
+    """``value`` if it is one line of real text: no line breaks or other
+    control characters (which would forge lines in a timeline or a
+    kickstart) and no lone surrogates; else a 400 naming ``field``."""
+    proper_text(value, field)
+    found = CONTROL.search(value)
+    if found:
+        raise ValidationError(field, f"must be one line of text without control characters "
+                                     f"(found {found.group()!r} at position {found.start()})")
+    return value
+
+
+def proper_text(value: str, field: str) -> str:
+    """``value`` if it holds no lone UTF-16 surrogate; else a 400 naming ``field``."""
+    found = _SURROGATE.search(value)
+    if found:
+        raise ValidationError(field, f"holds a lone UTF-16 surrogate ({found.group()!r} at position "
+                                     f"{found.start()}), which is not text")
+    return value
 
 
 def name(value: Any, field: str, max_length: int = 64) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from provisiond import models
 from provisiond.errors import Conflict, NotFound, ValidationError
+from provisiond.events import one_line
 from provisiond.inventory.records import Bmc, Disk, GroupVars, HostRecord, HostSpec, Nic
 from provisiond.inventory.schema import UNSET, _Unset
 from provisiond.vault import Vault
@@ -290,7 +291,7 @@ def _groups(session: Session, names: Sequence[str]) -> list[models.Group]:
 
 def record_event(session: Session, host_id: int | None, kind: str, message: str,
                  data: dict[str, Any] | None = None) -> None:
-    session.add(models.Event(host_id=host_id, kind=kind, message=message, data=data or {}))
+    session.add(models.Event(host_id=host_id, kind=kind, message=one_line(message), data=data or {}))
 
 
 # --------------------------------------------------------------------------- bulk
@@ -347,7 +348,8 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
         session.execute(insert(models.host_groups), links)
     events = [
         {"host_id": ids[r.spec.serial], "kind": "host", "data": {},
-         "message": f"host {r.spec.serial} {'updated' if r.spec.serial in existing else 'added'} by import of {source}",
+         "message": one_line(f"host {r.spec.serial} {'updated' if r.spec.serial in existing else 'added'} "
+                             f"by import of {source}"),
          "time": models.utcnow()}
         for r in rows
     ]

@@ -24,6 +24,7 @@ from sqlalchemy import insert, select
 
 from provisiond import models
 from provisiond.db import Database
+from provisiond.events import one_line
 
 log = logging.getLogger("provisiond.netboot.timeline")
 
@@ -119,7 +120,7 @@ class Timeline:
         with self.db.write() as session:
             ids = dict(session.execute(select(models.Host.serial, models.Host.id)
                                        .where(models.Host.serial.in_({line.serial for line in lines}))).all())
-            rows = [{"host_id": ids[line.serial], "kind": self.kind, "message": line.message,
+            rows = [{"host_id": ids[line.serial], "kind": self.kind, "message": one_line(line.message),
                      "data": line.data or {}, "time": line.time} for line in lines if line.serial in ids]
             if rows:  # one multi-row INSERT
                 session.execute(insert(models.Event), rows)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.errors import NotFound, ValidationError
+from provisiond.events import one_line
 from provisiond.inventory.hosts import record_event
 from provisiond.power.base import NoBmc, Target, driver_class
 from provisiond.vault import Vault
@@ -285,7 +286,7 @@ def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
 
 
 def _event(host_id: int, message: str, data: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
-    return {"host_id": host_id, "kind": "power", "message": message, "data": data, "time": at}
+    return {"host_id": host_id, "kind": "power", "message": one_line(message), "data": data, "time": at}
 
 
 def _insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:

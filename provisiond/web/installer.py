@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from provisiond.errors import ValidationError
 from provisiond.install.verify import parse_report
+from provisiond.inventory import fields
 from provisiond.inventory.hosts import to_record
 from provisiond.kickstart.composer import InstallContext
 from provisiond import models
@@ -66,10 +67,12 @@ def _install_call(token: str, finished_ok: bool = False) -> Iterator[_Call]:
         yield _Call(svc, session, svc.lifecycle.find_install(session, token, now, finished_ok=finished_ok), now)
 
 
-def _one_line(value: object, field: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or len(value) > 1000 or (not allow_empty and not value.strip()):
+def _one_line(value: object, field: str) -> str:
+    """A message for the timeline: one line of text (control characters
+    refused, so a token holder cannot forge timeline lines), 1-1000 characters."""
+    if not isinstance(value, str) or len(value) > 1000 or not value.strip():
         raise ValidationError(field, "expected one line of text (at most 1000 characters)")
-    return value.strip()
+    return fields.one_line(value.strip(), field)
 
 
 @bp.get("/ks")

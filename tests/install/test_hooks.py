@@ -24,7 +24,7 @@ def hooked(settings, tmp_path, services):
         path.write_text("#!/bin/sh\n" + body)
         path.chmod(0o755)
 
-    script("on-armed", "10-record", f"env | grep ^PROVISIOND_ | sort > {out}/armed.env\necho recorded\n")
+    script("on-armed", "10-record", f"env | grep ^PROVISIOND_ | sort > {out}/armed.env\necho recorded\necho 'second line'\n")
     script("on-armed", "20-fail", "echo 'no ticket system' >&2\nexit 3\n")
     script("on-armed", "30-hang", "sleep 30\n")
     script("on-installing", "10-slot", f"env | grep ^PROVISIOND_ | sort > {out}/installing.env\n")
@@ -59,7 +59,7 @@ def test_hooks_get_their_environment_and_report_outcomes(hooked):
     messages = [e["message"] for e in client.get("/api/v1/hosts/712DM2Y/events", headers=headers)
                 .get_json()["events"] if e["kind"] == "hook"]
     assert messages == [
-        "hook 10-record ran: recorded",
+        "hook 10-record ran: recorded\\nsecond line",  # one timeline line, whatever the hook prints
         "hook 20-fail failed with exit status 3: no ticket system",
         "hook 30-hang killed after 1 s",
     ]

@@ -285,3 +285,39 @@ def test_bad_group_cap(client, auth, demo_data, cap):
     answer = client.patch("/api/v1/groups/rack-a1", json={"install_cap": cap}, headers=auth)
     assert answer.status_code == 400
     assert answer.get_json()["field"] == "install_cap"
+
+
+FORGED = ["done\n2026-01-01 00:00> install done", "carriage\rreturn", "escape \x1b[2J", "separator\u2028x",
+          "nul\x00 inside", "c1\x85control"]
+
+
+@pytest.mark.parametrize("message", FORGED)
+def test_installer_messages_are_one_line_and_forge_nothing(client, auth, demo_data, arm, message):
+    """A token holder cannot write a second timeline line (or drive the
+    operator's terminal) through progress or failed: 400 naming the field,
+    no event written."""
+    token = arm(SN)
+    client.get(f"/install/{token}/ks")
+    before = kinds(client, auth)
+    for path in ("progress", "failed"):
+        answer = client.post(f"/install/{token}/{path}", json={"message": message})
+        assert answer.status_code == 400, answer.get_json()
+        assert answer.get_json()["field"] == "message"
+        assert "control characters" in answer.get_json()["message"]
+    assert kinds(client, auth) == before
+    assert state(client, auth) == "booting"
+
+
+def test_every_timeline_line_is_one_line_whatever_path_wrote_it(client, auth, demo_data, arm, services):
+    """Text from outside (an import's file name, a hardware report's model)
+    reaches the timeline escaped; the API and provctl show one line each."""
+    answer = client.post("/api/v1/import/hosts?filename=a%0A2026-01-01%2000:00%3E%20forged.yaml",
+                         data=b"- {serial: SN-X1, hostname: x1, macs: ['52:54:00:aa:00:01'], profile: default}\n",
+                         headers={**auth, "Content-Type": "application/yaml"})
+    assert answer.status_code == 200, answer.get_json()
+    events = client.get("/api/v1/hosts/SN-X1/events", headers=auth).get_json()["events"]
+    assert events and all(len(e["message"].splitlines()) == 1 for e in events)
+    assert "\\n2026-01-01 00:00> forged" in events[-1]["message"]
+    from provisiond.cli.install import event_line
+
+    assert len(event_line({"time": "2026-01-01T00:00:00+00:00", "message": "old\nline"}).splitlines()) == 1
