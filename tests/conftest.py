@@ -160,7 +160,8 @@ class LiveServer:
         self.port = int(arguments[arguments.index("--port") + 1]) if on_command_line else port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PROVISIOND_") or k.startswith("PROVISIOND_TEST")},
+            **{k: v for k, v in os.environ.items()
+               if not (on_command_line and k in ("PROVISIOND_HTTP_PORT", "PROVISIOND_PUBLIC_URL"))},
             "PROVISIOND_DATA_DIR": str(settings.data_dir),
             "PROVISIOND_DATABASE_URL": settings.database_url,
             "PROVISIOND_HTTP_WORKERS": str(workers),

@@ -4,6 +4,7 @@ raises :class:`~provisiond.errors.ValidationError` naming the field."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from typing import Any
@@ -178,7 +179,12 @@ def serial(value: Any, field: str = "serial") -> str:
 
 
 def variables(value: Any, field: str = "variables") -> dict[str, Any]:
-    """Free-form template variables: a mapping with identifier keys."""
+    """Free-form template variables: a mapping with identifier keys whose
+    values are JSON (text, numbers, true/false, null, lists, mappings).
+    Every text in it is one line (a value rendered into a kickstart must not
+    be able to add a line or a section), at most :data:`MAX_VARIABLE_TEXT`
+    characters; the whole mapping at most :data:`MAX_VARIABLES_BYTES` as
+    JSON and :data:`MAX_DEPTH` levels deep."""
     if value is None or value == "":
         return {}
     if not isinstance(value, dict):
@@ -187,34 +193,70 @@ def variables(value: Any, field: str = "variables") -> dict[str, Any]:
         if not isinstance(key, str) or not _VARIABLE.fullmatch(key):
             raise ValidationError(f"{field}.{key}", "variable names are identifiers (letters, digits, '_')")
     _check_json(value, field)
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_VARIABLES_BYTES:
+        raise ValidationError(field, f"{size} bytes as JSON; at most {MAX_VARIABLES_BYTES} are accepted")
     return dict(value)
+
+
+#: Limits of one variables mapping (a host's, a group's): characters of one
+#: text value, bytes of the whole mapping as JSON, levels of nesting.
+MAX_VARIABLE_TEXT = 4096
+MAX_VARIABLES_BYTES = 64 * 1024
+MAX_DEPTH = 32
 
 
 def _check_json(value: dict[str, Any], field: str) -> None:
     """Variables are stored as JSON: only text, numbers, booleans, null, lists
     and mappings with text keys (YAML dates, NaN or sets are refused here,
     not by the database). Bounded, so that a YAML alias bomb is refused too."""
-    pending: list[tuple[str, Any]] = [(f"{field}.{key}", item) for key, item in value.items()]
+    pending: list[tuple[str, Any, int]] = [(f"{field}.{key}", item, 1) for key, item in value.items()]
     seen = 0
     while pending:
-        where, item = pending.pop()
+        where, item, depth = pending.pop()
         seen += 1
         if seen > MAX_VARIABLE_NODES:
             raise ValidationError(field, f"more than {MAX_VARIABLE_NODES} values")
+        if depth > MAX_DEPTH:
+            raise ValidationError(where, f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(item, dict):
             for key, inner in item.items():
                 if not isinstance(key, str):
                     raise ValidationError(where, f"mapping keys must be text, got {key!r}")
-                pending.append((f"{where}.{key}", inner))
+                one_line(key, f"{where}.{key}")
+                pending.append((f"{where}.{key}", inner, depth + 1))
         elif isinstance(item, list):
-            pending.extend((f"{where}[{index}]", inner) for index, inner in enumerate(item))
+            pending.extend((f"{where}[{index}]", inner, depth + 1) for index, inner in enumerate(item))
         elif isinstance(item, float) and not math.isfinite(item):
             raise ValidationError(where, f"{item!r} cannot be stored (JSON has no NaN or infinity)")
         elif item is not None and not isinstance(item, (str, int, float, bool)):
             raise ValidationError(where, f"a {type(item).__name__} cannot be stored; use text, a number, "
                                          "true/false, a list or a mapping")
-        elif isinstance(item, str) and "\x00" in item:
-            raise ValidationError(where, "contains a NUL character")
+        elif isinstance(item, str):
+            if len(item) > MAX_VARIABLE_TEXT:
+                raise ValidationError(where, f"{len(item)} characters; at most {MAX_VARIABLE_TEXT} are accepted")
+            one_line(item, where)
+
+
+def check_tree(value: Any, root: str) -> None:
+    """A parsed document (JSON or YAML) fit to be read field by field: no
+    lone surrogate in any text or key, at most :data:`MAX_DEPTH` levels deep.
+    A 400 names the field (``variables.a[2]``) where it is not."""
+    pending: list[tuple[str, Any, int]] = [(root, value, 0)]
+    while pending:
+        where, item, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ValidationError(where or "body", f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str):
+                    proper_text(key, path)
+                pending.append((path, inner, depth + 1))
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{index}]", inner, depth + 1) for index, inner in enumerate(item))
+        elif isinstance(item, str):
+            proper_text(item, where or "body")
 
 
 def string_list(value: Any, field: str) -> list[str]:

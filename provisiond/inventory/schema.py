@@ -263,6 +263,8 @@ def _bmc(raw: Any) -> tuple[Bmc | None, str | None | _Unset]:
         value = raw["password"]
         if value is not None and not isinstance(value, str):
             raise ValidationError("bmc.password", "expected text")
+        if value:
+            fields.one_line(value, "bmc.password")
         password = value or None
     return bmc, password
 

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from provisiond.errors import ValidationError
+from provisiond.inventory import fields
 from provisiond.inventory.groups import GroupSpec, parse_group
 from provisiond.inventory.hosts import ImportRow
 from provisiond.inventory.records import Disk, HostRecord
@@ -248,11 +249,12 @@ def _parse_yaml(text: str, filename: str, profiles: Collection[str]) -> ParsedIm
         else:
             group_nodes = []
             host_nodes = _items(root, "hosts", filename)
-        groups = [_located(lambda n: parse_group(loader.construct_document(n)), node, filename)
+        groups = [_located(lambda n: parse_group(_checked(loader.construct_document(n))), node, filename)
                   for node in group_nodes]
         hosts = []
         for node in host_nodes:
-            spec, password = _located(lambda n: parse_host(loader.construct_document(n), profiles), node, filename)
+            spec, password = _located(lambda n: parse_host(_checked(loader.construct_document(n)), profiles),
+                                      node, filename)
             hosts.append(ImportRow(spec, password, f"{filename}:{node.start_mark.line + 1}"))
         return ParsedImport(groups, hosts)
     except yaml.YAMLError as exc:
@@ -263,6 +265,13 @@ def _parse_yaml(text: str, filename: str, profiles: Collection[str]) -> ParsedIm
         raise ValidationError("file", "nested too deeply", filename) from None
     finally:
         loader.dispose()
+
+
+def _checked(document: Any) -> Any:
+    """A YAML document as the JSON API would take it: no lone surrogates
+    (YAML's ``"\\ud800"`` escapes make them), not nested too deeply."""
+    fields.check_tree(document, "")
+    return document
 
 
 def _items(node: yaml.Node | None, section: str, filename: str) -> list[yaml.Node]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from provisiond.errors import BadRequest, Conflict, ValidationError
 from provisiond.install import lifecycle, timeline
+from provisiond.inventory import fields
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
 from provisiond.inventory.schema import host_to_dict, parse_host
@@ -56,6 +57,7 @@ def one_off_variables() -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise ValidationError("var", f"{item!r} is not name=value")
         result[key] = value
+    fields.variables(result, "var")
     return result
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import request
 
 from provisiond.errors import BadRequest, PayloadTooLarge, ValidationError
+from provisiond.inventory import fields
 
 
 def raw_body(limit: int | None = None) -> bytes:
@@ -30,14 +32,42 @@ def json_body(limit: int | None = None, required: bool = True) -> dict[str, Any]
             return {}
         raise BadRequest("the request needs a JSON object body")
     try:
-        body = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8 text") from None
+    try:
+        body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # far deeper than fields.MAX_DEPTH: name where
+        raise ValidationError(_too_deep(text), f"nested more than {fields.MAX_DEPTH} levels deep") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    fields.check_tree(body, "")
     return body
+
+
+#: JSON's strings and brackets, for :func:`_too_deep`.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+def _too_deep(text: str) -> str:
+    """The top-level field of a JSON document under which nesting first
+    passes :data:`fields.MAX_DEPTH` ("body" if not under a field)."""
+    depth, last_string, field = 0, None, "body"
+    for token in _JSON_TOKENS.finditer(text):
+        value = token.group()
+        if value.startswith('"'):
+            last_string = value
+        elif value == ":" and depth == 1 and last_string is not None:
+            field = json.loads(last_string)
+        elif value in "[{":
+            depth += 1
+            if depth > fields.MAX_DEPTH:
+                return field if depth > 1 else "body"
+        elif value in "]}":
+            depth -= 1
+    return field
 
 
 def only_fields(body: dict[str, Any], known: set[str]) -> None:

@@ -287,6 +287,14 @@ def test_variables_accepted():
     ({"m": {1: "int key"}}, "variables.m"),
     ({"b": b"bytes"}, "variables.b"),
     ({"s": ["ok", "nul\x00"]}, "variables.s[1]"),
+    ({"ntp_server": "10.0.0.1\n%pre\necho INJECTED\n%end"}, "variables.ntp_server"),
+    ({"x": "carriage\rreturn"}, "variables.x"),
+    ({"x": {"line\nbreak": 1}}, "variables.x.line\nbreak"),
+    ({"x": "sep\u2028arator"}, "variables.x"),
+    ({"x": "surrogate\ud800"}, "variables.x"),
+    ({"x": "y" * (fields.MAX_VARIABLE_TEXT + 1)}, "variables.x"),
+    ({f"v{i}": "y" * 4000 for i in range(20)}, "variables"),
+    ({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "variables.x" + "[0]" * 32),
 ])
 def test_variables_refused(bad, field):
     refused(fields.variables, bad, field=field)
@@ -299,12 +307,15 @@ def test_variables_alias_bomb_is_refused():
     refused(fields.variables, {"bomb": value}, field="variables")
 
 
-# Any JSON value, except that text never holds NUL (refused on purpose: it is
-# rendered into kickstarts, and PostgreSQL's jsonb could not store it).
-json_text = st.text(alphabet=st.characters(blacklist_characters="\x00"))
+# Any JSON value, except that text is one line of real text: no control
+# characters or line separators (refused on purpose: a value rendered into a
+# kickstart must not add a line; PostgreSQL's jsonb could not store NUL) and
+# no lone surrogates.
+json_text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | json_text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=5), inner, max_size=4),
     max_leaves=20,
 )
 
