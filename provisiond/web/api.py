@@ -25,7 +25,7 @@ from provisiond.models import Host, utcnow
 from provisiond.power import queue as power_queue
 from provisiond.web import services
 from provisiond.web.auth import requester
-from provisiond.web.bodies import flag, json_body, only_fields
+from provisiond.web.bodies import flag, json_body, only_fields, raw_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -288,7 +288,7 @@ def import_hosts():  # type: ignore[no-untyped-def]
     if fmt not in FORMATS:
         raise ValidationError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
     try:
-        text = request.get_data().decode("utf-8-sig")
+        text = raw_body().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest(f"{filename} is not UTF-8 text") from None
     parsed = parse_import(text, filename, fmt, svc.profiles.names())

@@ -19,7 +19,9 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     settings = settings or (services.settings if services else load_settings())
     services = services or Services.build(settings)
     app = Flask("provisiond")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No MAX_CONTENT_LENGTH: werkzeug would cut a chunked body at it without
+    # a word; provisiond.web.bodies reads every body and refuses one that is
+    # too large with 413 (settings.max_body_bytes).
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["provisiond"] = services
     app.before_request(auth.gate)

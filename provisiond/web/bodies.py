@@ -13,15 +13,22 @@ from provisiond.inventory import fields
 
 
 def raw_body(limit: int | None = None) -> bytes:
-    """The body, refusing more than ``limit`` bytes with 413 (chunked bodies too)."""
-    if limit is not None:
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted")
-        data = request.stream.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        return data
-    return request.get_data(cache=True)
+    """The body, refusing more than ``limit`` bytes (default: the setting
+    ``max_body_bytes``) with 413, with or without ``Content-Length``: a
+    chunked body is read one byte past the limit, so one that is too large
+    is refused whole, never cut (werkzeug's own limit stops reading at the
+    limit without a word, so the app leaves ``MAX_CONTENT_LENGTH`` unset and
+    every body is read here)."""
+    if limit is None:
+        from provisiond.web import services
+
+        limit = services().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    return data
 
 
 def json_body(limit: int | None = None, required: bool = True) -> dict[str, Any]:

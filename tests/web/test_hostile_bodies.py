@@ -148,3 +148,45 @@ def test_a_lone_surrogate_in_an_imported_yaml_file_is_400_naming_line_and_field(
     body = assert_error(answer, 400, "variables.motd", contains="surrogate")
     assert body["location"] == "h.yaml:6"
     assert snapshot() == before
+
+
+def chunks(data: bytes, size: int = 500):
+    """A body sent with ``Transfer-Encoding: chunked`` (no Content-Length)."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_a_chunked_body_over_the_limit_is_413_whole_never_cut(settings, services, admin_token, snapshot):
+    """Through gunicorn (which terminates chunked bodies): a 41-row CSV
+    import over max_body_bytes is refused with 413 and nothing is written;
+    one under the limit, sent the same way, is imported whole."""
+    import requests
+
+    from tests.conftest import LiveServer
+
+    services.vault  # noqa: B018  (the key exists before the workers start)
+    limit = 4096
+    server = LiveServer(settings, workers=1, PROVISIOND_MAX_BODY_BYTES=str(limit))
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    header = "serial,hostname,macs,profile,owner\n"
+    rows = [f"SN-C{i:03d},c{i}.example.com,52:54:00:cc:00:{i:02x},default,{'o' * 60}\n" for i in range(41)]
+    big = (header + "".join(rows)).encode()
+    assert len(big) > limit
+    try:
+        before = snapshot()
+        for path, body in (("/api/v1/import/hosts?filename=h.csv", big),
+                           ("/api/v1/hosts", json.dumps({**host_doc(1), "variables": {"x": "y" * limit}}).encode()),
+                           ("/api/v1/installs", json.dumps({"serials": ["SN"] * limit}).encode())):
+            answer = requests.post(server.url + path, data=chunks(body), headers={**auth, "Content-Type": "text/csv"
+                                   if path.endswith("csv") else "application/json"}, timeout=10)
+            assert answer.status_code == 413, (path, answer.status_code, answer.text)
+            assert answer.json()["error"] == "too_large"
+        assert snapshot() == before
+        small = (header + "".join(rows[:20])).encode()
+        assert len(small) < limit
+        answer = requests.post(server.url + "/api/v1/import/hosts?filename=h.csv", data=chunks(small),
+                               headers={**auth, "Content-Type": "text/csv"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["created"] == 20
+    finally:
+        server.stop()
