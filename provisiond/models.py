@@ -19,7 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-
+    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -87,9 +87,13 @@ class Host(Base):
     """One physical server, keyed by its serial number."""
 
     __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("serial_key", name="uq_hosts_serial_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The serial number in lower case: unique, and what every lookup by
+    #: serial number compares (serials are the same whatever their case).
+    serial_key: Mapped[str] = mapped_column(String(64))
     hostname: Mapped[str] = mapped_column(String(253), unique=True)
     ip: Mapped[str | None] = mapped_column(String(15), unique=True)
     prefix: Mapped[int | None] = mapped_column(Integer)

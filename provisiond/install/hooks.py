@@ -29,6 +29,7 @@ from sqlalchemy import select
 from provisiond import models
 from provisiond.db import Database
 from provisiond.events import one_line
+from provisiond.inventory.fields import serial_key
 
 log = logging.getLogger("provisiond.hooks")
 
@@ -115,7 +116,7 @@ class HookRunner:
         (log.info if ok else log.warning)("%s %s: %s", call.event, call.serial, message)
         try:
             with self.db.write() as session:
-                host_id = session.scalar(select(models.Host.id).where(models.Host.serial == call.serial))
+                host_id = session.scalar(select(models.Host.id).where(models.Host.serial_key == serial_key(call.serial)))
                 session.add(models.Event(host_id=host_id, kind="hook", message=one_line(message),
                                          data={"event": call.event, "hook": script.name, "ok": ok}))
         except Exception:

@@ -17,7 +17,9 @@ from provisiond.events import CONTROL
 _HEX = re.compile(r"[0-9a-f]{12}")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+#: Serial numbers: letters, digits, ``_ . : -`` (no ``/``: every serial must
+#: be addressable as one URL path segment). Compared regardless of case.
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: At most this many values (counting nested ones) in one variables mapping.
 MAX_VARIABLE_NODES = 100_000
@@ -174,8 +176,14 @@ def serial(value: Any, field: str = "serial") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _SERIAL.fullmatch(value.strip()):
-        raise ValidationError(field, f"{value!r} is not a serial number (letters, digits, '_.:/-'; at most 64)")
+        raise ValidationError(field, f"{value!r} is not a serial number (letters, digits, '_', '.', ':', '-'; "
+                                     "at most 64)")
     return value.strip()
+
+
+def serial_key(serial: str) -> str:
+    """What serial numbers are compared by: the same serial in any case is one host."""
+    return serial.lower()
 
 
 def variables(value: Any, field: str = "variables") -> dict[str, Any]:

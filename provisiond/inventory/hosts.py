@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from provisiond import models
 from provisiond.errors import Conflict, NotFound, ValidationError
 from provisiond.events import one_line
+from provisiond.inventory.fields import serial_key
 from provisiond.inventory.records import Bmc, Disk, GroupVars, HostRecord, HostSpec, Nic
 from provisiond.inventory.schema import UNSET, _Unset
 from provisiond.vault import Vault
@@ -98,7 +99,7 @@ def _record_query() -> Any:
 
 
 #: Built once, so that SQLAlchemy computes its cache key once, not per request.
-_RECORD_BY_SERIAL = _record_query().where(models.Host.__table__.c.serial == bindparam("serial"))
+_RECORD_BY_SERIAL = _record_query().where(models.Host.__table__.c.serial_key == bindparam("serial_key"))
 
 
 def _record_from_rows(rows: Sequence[Any]) -> HostRecord:
@@ -114,7 +115,7 @@ def _record_from_rows(rows: Sequence[Any]) -> HostRecord:
 
 
 def get_host(session: Session, serial: str) -> models.Host:
-    host = session.scalars(_loaded().where(models.Host.serial == serial)).first()
+    host = session.scalars(_loaded().where(models.Host.serial_key == serial_key(serial))).first()
     if host is None:
         raise NotFound(f"no host with serial number {serial!r}")
     return host
@@ -122,15 +123,16 @@ def get_host(session: Session, serial: str) -> models.Host:
 
 def get_hosts(session: Session, serials: Sequence[str]) -> list[models.Host]:
     """Many hosts in one query, in the order asked; 404 naming the first unknown serial."""
-    found = {host.serial: host for host in session.scalars(_loaded().where(models.Host.serial.in_(serials)))}
-    for serial in serials:
-        if serial not in found:
+    keys = [serial_key(serial) for serial in serials]
+    found = {host.serial_key: host for host in session.scalars(_loaded().where(models.Host.serial_key.in_(keys)))}
+    for serial, key in zip(serials, keys):
+        if key not in found:
             raise NotFound(f"no host with serial number {serial!r}")
-    return [found[serial] for serial in serials]
+    return [found[key] for key in keys]
 
 
 def load_record(session: Session, serial: str) -> HostRecord:
-    rows = session.execute(_RECORD_BY_SERIAL, {"serial": serial}).all()
+    rows = session.execute(_RECORD_BY_SERIAL, {"serial_key": serial_key(serial)}).all()
     if not rows:
         raise NotFound(f"no host with serial number {serial!r}")
     return _record_from_rows(rows)
@@ -157,7 +159,7 @@ def list_records(session: Session, where: HostFilter = HostFilter(), limit: int 
             query = query.where(column == value)
     if where.search:
         pattern = f"%{where.search}%"
-        query = query.where(or_(models.Host.serial.like(pattern), models.Host.hostname.like(pattern)))
+        query = query.where(or_(models.Host.serial.ilike(pattern), models.Host.hostname.ilike(pattern)))
     query = query.offset(offset)
     if limit is not None:
         query = query.limit(limit)
@@ -171,6 +173,7 @@ def spec_columns(spec: HostSpec) -> dict[str, Any]:
     """The ``hosts`` columns a spec sets (not state, not the secret)."""
     return {
         "serial": spec.serial,
+        "serial_key": serial_key(spec.serial),
         "hostname": spec.hostname,
         "ip": spec.ip,
         "prefix": spec.prefix,
@@ -217,8 +220,10 @@ def check_unique(session: Session, spec: HostSpec, own_id: int | None) -> None:
 
 
 def create_host(session: Session, spec: HostSpec, password: str | None | _Unset, vault: Vault) -> models.Host:
-    if session.scalar(select(models.Host.id).where(models.Host.serial == spec.serial)) is not None:
-        raise Conflict(f"a host with serial number {spec.serial!r} already exists", field="serial")
+    existing = session.scalar(select(models.Host.serial).where(models.Host.serial_key == serial_key(spec.serial)))
+    if existing is not None:
+        same = "" if existing == spec.serial else f" (as {existing!r}: serial numbers are the same in any case)"
+        raise Conflict(f"a host with serial number {spec.serial!r} already exists{same}", field="serial")
     check_unique(session, spec, None)
     host = models.Host(**spec_columns(spec))
     host.bmc_secret = _encrypted(password, None, vault)
@@ -233,7 +238,7 @@ def create_host(session: Session, spec: HostSpec, password: str | None | _Unset,
 def update_host(session: Session, serial: str, spec: HostSpec, password: str | None | _Unset,
                 vault: Vault) -> models.Host:
     host = get_host(session, serial)
-    if spec.serial != serial:
+    if serial_key(spec.serial) != host.serial_key:
         raise ValidationError("serial", "the serial number identifies the host and cannot be changed")
     check_unique(session, spec, host.id)
     before = spec_columns(to_record(host))
@@ -303,6 +308,11 @@ class ImportRow:
     password: str | None | _Unset
     location: str  # file:line, for error messages
 
+    @property
+    def key(self) -> str:
+        """The serial number as hosts are matched by (any case)."""
+        return serial_key(self.spec.serial)
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -317,40 +327,39 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
     after the import, before anything is written; the first broken rule
     raises with the row's file and line, and nothing is written.
     """
-    existing = dict(session.execute(select(models.Host.serial, models.Host.id)).all())
+    existing = dict(session.execute(select(models.Host.serial_key, models.Host.id)).all())
     _check_rows_unique(session, rows, existing)
     group_ids = _group_ids(session, rows)
-    new = [r for r in rows if r.spec.serial not in existing]
-    old = [r for r in rows if r.spec.serial in existing]
+    new = [r for r in rows if r.key not in existing]
+    old = [r for r in rows if r.key in existing]
     ids = dict(existing)
     # Updates first, so that a new host can take a hostname, IP or MAC an
     # existing host gives up in the same import.
     if old:
-        old_ids = [existing[r.spec.serial] for r in old]
+        old_ids = [existing[r.key] for r in old]
         session.execute(delete(models.Nic).where(models.Nic.host_id.in_(old_ids)))
         session.execute(delete(models.host_groups).where(models.host_groups.c.host_id.in_(old_ids)))
         _release_unique_values(session, old, existing)
-        session.execute(update(models.Host), [_update_values(r, existing[r.spec.serial], vault) for r in old])
+        session.execute(update(models.Host), [_update_values(r, existing[r.key], vault) for r in old])
     if new:
         returned = session.execute(
-            insert(models.Host).returning(models.Host.serial, models.Host.id, sort_by_parameter_order=True),
+            insert(models.Host).returning(models.Host.serial_key, models.Host.id, sort_by_parameter_order=True),
             [_insert_values(r, vault) for r in new],
         ).all()
         ids.update(returned)
     nic_values = [
-        {"host_id": ids[r.spec.serial], "mac": n.mac, "name": n.name, "primary": n.primary, "position": i}
+        {"host_id": ids[r.key], "mac": n.mac, "name": n.name, "primary": n.primary, "position": i}
         for r in rows for i, n in enumerate(r.spec.nics)
     ]
     if nic_values:
         session.execute(insert(models.Nic), nic_values)
-    links = [{"host_id": ids[r.spec.serial], "group_id": group_ids[g]} for r in rows for g in r.spec.groups]
+    links = [{"host_id": ids[r.key], "group_id": group_ids[g]} for r in rows for g in r.spec.groups]
     if links:
         session.execute(insert(models.host_groups), links)
     events = [
-        {"host_id": ids[r.spec.serial], "kind": "host", "data": {},
-         "message": one_line(f"host {r.spec.serial} {'updated' if r.spec.serial in existing else 'added'} "
-                             f"by import of {source}"),
-         "time": models.utcnow()}
+        {"host_id": ids[r.key], "kind": "host", "data": {}, "time": models.utcnow(),
+         "message": one_line(f"host {r.spec.serial} {'updated' if r.key in existing else 'added'} "
+                             f"by import of {source}")}
         for r in rows
     ]
     if events:
@@ -364,7 +373,7 @@ def _release_unique_values(session: Session, old: Sequence[ImportRow], existing:
     hosts can swap them: the unique constraints hold after every row's
     UPDATE, not only at the end. The parked hostname is not RFC 1123 and
     so can never clash with a real one."""
-    wanted = {existing[r.spec.serial]: r.spec for r in old}
+    wanted = {existing[r.key]: r.spec for r in old}
     current = session.execute(
         select(models.Host.id, models.Host.hostname, models.Host.ip).where(models.Host.id.in_(list(wanted)))
     ).all()
@@ -408,30 +417,34 @@ def _group_ids(session: Session, rows: Iterable[ImportRow]) -> dict[str, int]:
 
 
 def _check_rows_unique(session: Session, rows: Sequence[ImportRow], existing: dict[str, int]) -> None:
-    importing = {r.spec.serial for r in rows}
+    importing = {r.key for r in rows}
     owners: dict[str, dict[Any, str]] = {"hostname": {}, "ip": {}, "mac": {}}
     # What stays: the values of hosts the import does not touch.
-    for serial, hostname, ip in session.execute(select(models.Host.serial, models.Host.hostname, models.Host.ip)):
-        if serial not in importing:
+    for key, serial, hostname, ip in session.execute(
+            select(models.Host.serial_key, models.Host.serial, models.Host.hostname, models.Host.ip)):
+        if key not in importing:
             owners["hostname"][hostname] = serial
             if ip:
                 owners["ip"][ip] = serial
-    for mac, serial in session.execute(select(models.Nic.mac, models.Host.serial).join(models.Host)):
-        if serial not in importing:
+    for mac, key, serial in session.execute(
+            select(models.Nic.mac, models.Host.serial_key, models.Host.serial).join(models.Host)):
+        if key not in importing:
             owners["mac"][mac] = serial
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     for row in rows:
         spec = row.spec
-        if spec.serial in seen:
-            raise DuplicateValue("serial", f"{spec.serial} is also on {seen[spec.serial]}", row.location)
-        seen[spec.serial] = row.location
+        if row.key in seen:
+            serial, location = seen[row.key]
+            same = "" if serial == spec.serial else f" (as {serial}: serial numbers are the same in any case)"
+            raise DuplicateValue("serial", f"{spec.serial} is also on {location}{same}", row.location)
+        seen[row.key] = (spec.serial, row.location)
         claims = [("hostname", "hostname", spec.hostname)]
         if spec.ip:
             claims.append(("ip", "ip", spec.ip))
         claims += [("mac", "nics", n.mac) for n in spec.nics]
         for kind, field, value in claims:
             holder = owners[kind].get(value)
-            if holder is not None and holder != spec.serial:
+            if holder is not None and serial_key(holder) != row.key:
                 label = "MAC " + value if kind == "mac" else value
                 raise DuplicateValue(field, f"{label} already belongs to host {holder}", row.location)
             owners[kind][value] = spec.serial

@@ -252,13 +252,14 @@ def test_name_length_limit():
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("SN0001", "SN0001"), (" 712DM2Y ", "712DM2Y"), ("CN-1234/56:78_9.a", "CN-1234/56:78_9.a"), (1234, "1234"),
+    ("SN0001", "SN0001"), (" 712DM2Y ", "712DM2Y"), ("CN-1234:78_9.a", "CN-1234:78_9.a"), (1234, "1234"),
 ])
 def test_serial_accepted(value, expected):
     assert fields.serial(value) == expected
 
 
-@pytest.mark.parametrize("bad", ["", " ", "-SN", "SN 1", "SN\n1", "x" * 65, None, True, 1.5, "序列号"])
+@pytest.mark.parametrize("bad", ["", " ", "-SN", "SN 1", "SN\n1", "x" * 65, None, True, 1.5, "序列号",
+                                 "CZ/2024/001", "SN?1", "SN#1", "SN%2F1"])
 def test_serial_refused(bad):
     refused(fields.serial, bad, field="serial")
 
