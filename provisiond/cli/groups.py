@@ -81,13 +81,13 @@ def edit_group(api: ApiClient, name: str, priority: int | None, description: str
                                if v is not None}
     if install_cap is not None:
         changes["install_cap"] = install_cap or None
-    if variables or unset:
-        current = dict(api.get_group(name)["variables"])
+    if unset:
+        current = api.get_group(name)["variables"]
         for key in unset:
             if key not in current:
                 raise click.BadParameter(f"group {name} has no variable {key!r}", param_hint="--unset-var")
-            del current[key]
-        changes["variables"] = {**current, **parse_assignments(variables)}
+    if variables or unset:  # a JSON Merge Patch: the server keeps the other variables; null drops one
+        changes["variables"] = {**{key: None for key in unset}, **parse_assignments(variables)}
     if not changes:
         raise click.UsageError("nothing to change: give --priority, --description, --var, --unset-var "
                                "or --install-cap")

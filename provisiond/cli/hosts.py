@@ -80,16 +80,18 @@ def parse_sets(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     return result
 
 
-def edit_changes(current: Mapping[str, Any], patch: Mapping[str, Any],
-                 sets: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
-    """The PATCH body: ``patch`` (top-level keys), then each ``--set a.b=v``
-    applied to the current value of its top-level key, so that siblings
-    (other variables, other hardware fields) are kept."""
-    changes = dict(patch)
-    document = editable(current)
+def edit_changes(patch: Mapping[str, Any], sets: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
+    """The PATCH body, a JSON Merge Patch (RFC 7396) as the server applies
+    it: ``patch`` (a --file) with each ``--set a.b=v`` written into it as
+    ``{"a": {"b": v}}``. The server merges mappings, so siblings (other
+    variables, other hardware fields) are kept; an empty VALUE is null,
+    which clears the field."""
+    changes: dict[str, Any] = copy.deepcopy(dict(patch))
     for path, value in sets:
-        top = path[0]
-        changes[top] = set_path(changes.get(top, document.get(top)), path[1:], value)
+        if path[0] == "bmc" and path[1:2] == ["password"]:
+            raise click.UsageError("a password never goes on the command line: use --bmc-password (asks for it) "
+                                   "or --bmc-password-stdin")
+        changes = set_path(changes, path, value)
     return changes
 
 
@@ -198,11 +200,13 @@ def show_host(api: ApiClient, serial: str, as_json: bool) -> None:
 @click.option("--bmc-address", help="BMC address (IP or name).")
 @click.option("--bmc-port", type=int, help="BMC port (IPMI: 623).")
 @click.option("--bmc-user", help="BMC user name.")
+@click.option("--bmc-password", "ask_password", is_flag=True, help="Ask for the BMC password (not echoed).")
 @click.option("--bmc-password-stdin", is_flag=True,
               help="Read the BMC password from the first line of stdin (never put it on a command line).")
 @json_option
 @pass_api
-def add_host(api: ApiClient, /, path: str | None, bmc_password_stdin: bool, as_json: bool, **options: Any) -> None:
+def add_host(api: ApiClient, /, path: str | None, ask_password: bool, bmc_password_stdin: bool, as_json: bool,
+             **options: Any) -> None:
     """Add one host, from --file or from options.
 
     \b
@@ -217,8 +221,13 @@ def add_host(api: ApiClient, /, path: str | None, bmc_password_stdin: bool, as_j
         document = read_document(path)
     if not document:
         raise click.UsageError("give --file FILE, or at least --serial, --hostname, --mac and --profile")
+    if ask_password and bmc_password_stdin:
+        raise click.UsageError("give --bmc-password or --bmc-password-stdin, not both")
     if bmc_password_stdin:
         document = with_password(document, read_password(sys.stdin))
+    if ask_password:
+        document = with_password(document, click.prompt("BMC password", hide_input=True, confirmation_prompt=True,
+                                                        err=True))
     host = api.create_host(document)
     if as_json:
         echo_json(host)
@@ -248,24 +257,37 @@ def options_document(options: Mapping[str, Any]) -> dict[str, Any]:
                    "(hardware.cpus=16, bmc.user=admin, variables.role=web). VALUE is read as YAML; "
                    "an empty VALUE clears the field. Repeatable.")
 @click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False),
-              help="A YAML or JSON file of fields to replace (bmc and hardware are merged).")
+              help="A YAML or JSON file of fields to change, merged as the --set options are (JSON Merge Patch).")
+@click.option("--bmc-password", "ask_password", is_flag=True, help="Ask for a new BMC password (not echoed).")
 @click.option("--bmc-password-stdin", is_flag=True, help="Read a new BMC password from the first line of stdin.")
 @json_option
 @pass_api
-def edit_host(api: ApiClient, serial: str, sets: tuple[str, ...], path: str | None, bmc_password_stdin: bool,
-              as_json: bool) -> None:
+def edit_host(api: ApiClient, serial: str, sets: tuple[str, ...], path: str | None, ask_password: bool,
+              bmc_password_stdin: bool, as_json: bool) -> None:
     """Change fields of the host SERIAL; other fields are kept.
+
+    The change is a JSON Merge Patch (RFC 7396), as PATCH /api/v1/hosts/SN
+    takes it: mappings (variables, bmc, hardware) merge key by key, an empty
+    VALUE clears a field or drops a variable, lists are replaced whole.
 
     \b
     provctl hosts edit SN1 --set hardware.cpus=16 --set variables.role=web
+    provctl hosts edit SN1 --set variables.ntp_server=      # drop one variable
+    provctl hosts edit SN1 --bmc-password                   # asks for it
     """
+    if ask_password and bmc_password_stdin:
+        raise click.UsageError("give --bmc-password or --bmc-password-stdin, not both")
     parsed = parse_sets(sets)
     patch = read_document(path) if path else {}
-    changes = edit_changes(api.get_host(serial), patch, parsed)
+    changes = edit_changes(patch, parsed)
     if bmc_password_stdin:
         changes = with_password(changes, read_password(sys.stdin))
+    if ask_password:
+        changes = with_password(changes, click.prompt("BMC password", hide_input=True, confirmation_prompt=True,
+                                                      err=True))
     if not changes:
-        raise click.UsageError("nothing to change: give --set FIELD=VALUE, --file or --bmc-password-stdin")
+        raise click.UsageError("nothing to change: give --set FIELD=VALUE, --file, --bmc-password or "
+                               "--bmc-password-stdin")
     host = api.patch_host(serial, changes)
     if as_json:
         echo_json(host)

@@ -18,6 +18,7 @@ from provisiond.install import lifecycle, timeline
 from provisiond.inventory import fields
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
+from provisiond.inventory.patch import merge_patch, patch_host
 from provisiond.inventory.schema import host_to_dict, parse_host
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
 from provisiond.kickstart.composer import InstallContext
@@ -28,10 +29,6 @@ from provisiond.web.auth import requester
 from provisiond.web.bodies import flag, json_body, only_fields, raw_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-#: Fields a PATCH merges into (instead of replacing).
-MERGED_FIELDS = ("bmc", "hardware")
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -104,17 +101,19 @@ def replace_host(serial: str):  # type: ignore[no-untyped-def]
 
 @bp.patch("/hosts/<serial>")
 def edit_host(serial: str):  # type: ignore[no-untyped-def]
+    """JSON Merge Patch (RFC 7396) of the host document: mappings merge all
+    the way down, ``null`` clears a field or drops a variable, anything else
+    replaces (see :mod:`provisiond.inventory.patch`)."""
     changes = json_body()
-    with services().db.read() as session:
+    svc = services()
+    with svc.db.write() as session:  # read, merge and write in one transaction: no lost update
         current = host_to_dict(host_store.load_record(session, serial))
-    if current["bmc"]:
-        current["bmc"].pop("password_set")
-    for key, value in changes.items():
-        if key in MERGED_FIELDS and isinstance(value, dict) and isinstance(current.get(key), dict):
-            current[key] = {**current[key], **value}
-        else:
-            current[key] = value
-    return _write_host(serial, current)
+        if current["bmc"]:
+            current["bmc"].pop("password_set")
+        spec, password = parse_host(patch_host(current, changes), svc.profiles.names())
+        host = host_store.update_host(session, serial, spec, password, svc.vault)
+        record = host_store.to_record(host)
+    return jsonify(host_to_dict(record))
 
 
 def _write_host(serial: str, document: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -357,7 +356,7 @@ def edit_group(name: str):  # type: ignore[no-untyped-def]
     changes = json_body()
     with services().db.write() as session:
         current = group_store.group_to_dict(group_store.get_group(session, name))
-        spec = group_store.parse_group({**current, **changes})
+        spec = group_store.parse_group(merge_patch(current, changes))  # RFC 7396, as for hosts
         group = group_store.update_group(session, name, spec)
         body = group_store.group_to_dict(group, len(group.hosts))
     return jsonify(body)

@@ -87,7 +87,7 @@ def test_hosts_add_edit_rm(provctl, demo_data, tmp_path):
     assert host["owner"] == "dba" and host["protected"] is True
     assert host["hardware"]["memory_mib"] == 131072 and host["hardware"]["cpus"] == 16  # merged
     assert provctl("hosts", "edit", "712DM2Y", status=ExitStatus.USAGE).stderr.endswith(
-        "nothing to change: give --set FIELD=VALUE, --file or --bmc-password-stdin\n")
+        "nothing to change: give --set FIELD=VALUE, --file, --bmc-password or --bmc-password-stdin\n")
 
     # rm asks first; a protected host needs --force.
     provctl("hosts", "rm", "SN-CLI-0001", input="n\n", status=ExitStatus.ERROR)
@@ -132,7 +132,13 @@ def test_bmc_password_goes_in_by_stdin_and_never_comes_out(provctl, demo_data, s
                            "password_set": True}
     assert _stored_password(services, "SN-CLI-0001") == secret
 
+    asked = provctl("hosts", "edit", "SN-CLI-0001", "--bmc-password", input="third-secret\nthird-secret\n")
+    assert _stored_password(services, "SN-CLI-0001") == "third-secret"
+    assert "third-secret" not in asked.stdout + asked.stderr  # the prompt does not echo it
     provctl("hosts", "edit", "SN-CLI-0001", "--bmc-password-stdin", input="second-secret\n")
+    assert _stored_password(services, "SN-CLI-0001") == "second-secret"
+    refused = provctl("hosts", "edit", "SN-CLI-0001", "--set", "bmc.password=on-the-line", status=ExitStatus.USAGE)
+    assert "never goes on the command line" in refused.stderr
     assert _stored_password(services, "SN-CLI-0001") == "second-secret"
     for args in (["hosts", "show", "SN-CLI-0001"], ["hosts", "show", "SN-CLI-0001", "--json"],
                  ["hosts", "list", "--json"], ["hosts", "export"], ["hosts", "export", "--json"],
@@ -298,3 +304,20 @@ def test_option_beats_environment_beats_config_file(live_server, admin_token, ho
     provctl("--config", str(other), "hosts", "list", status=ExitStatus.UNREACHABLE)
     provctl("hosts", "list", env={"PROVCTL_CONFIG": str(other)}, status=ExitStatus.UNREACHABLE)
     provctl("--config", str(other), "--url", live_server.url, "hosts", "list")
+
+
+def test_provctl_and_the_api_mean_the_same_edit(provctl, client, auth, demo_data):
+    """provctl --set sends the same merge patch the API takes: the two
+    paths give the same host."""
+    def host(serial):
+        return client.get(f"/api/v1/hosts/{serial}", headers=auth).get_json()
+
+    client.patch("/api/v1/hosts/SN-WEB-0001", json={"variables": {"keep": 1}}, headers=auth)
+    client.patch("/api/v1/hosts/712DM2Y", json={"variables": {"keep": 1}}, headers=auth)
+    provctl("hosts", "edit", "712DM2Y", "--set", "variables.role=cache", "--set", "variables.keep=", "--set",
+            "hardware.cpus=8")
+    client.patch("/api/v1/hosts/SN-WEB-0001", json={"variables": {"role": "cache", "keep": None},
+                                                    "hardware": {"cpus": 8}}, headers=auth)
+    by_cli, by_api = host("712DM2Y"), host("SN-WEB-0001")
+    assert by_cli["variables"] == {"role": "cache"} == by_api["variables"]
+    assert by_cli["hardware"]["cpus"] == 8 == by_api["hardware"]["cpus"]

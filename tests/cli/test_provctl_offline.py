@@ -145,13 +145,20 @@ def test_set_path_copies_and_creates_mappings():
     assert set_path({"a": 1}, [], "x") == "x"
 
 
-def test_edit_changes_keep_siblings_and_drop_output_only_keys():
-    current = {"serial": "S", "state": "idle", "variables": {"a": 1},
-               "bmc": {"type": "fake", "user": "root", "password_set": True}}
-    sets = parse_sets(["variables.b=2", "bmc.user=admin", "variables.a=3"])
-    changes = edit_changes(current, {"owner": "ops"}, sets)
-    assert changes == {"owner": "ops", "variables": {"a": 3, "b": 2}, "bmc": {"type": "fake", "user": "admin"}}
-    assert current["variables"] == {"a": 1}  # not modified in place
+def test_edit_changes_are_a_merge_patch_of_the_sets():
+    """--set a.b=v becomes {"a": {"b": v}} (the server merges, RFC 7396);
+    an empty value is null (clears); the --file patch is not modified."""
+    patch = {"owner": "ops", "variables": {"z": 1}}
+    sets = parse_sets(["variables.b=2", "bmc.user=admin", "variables.a=3", "ip="])
+    changes = edit_changes(patch, sets)
+    assert changes == {"owner": "ops", "variables": {"z": 1, "a": 3, "b": 2}, "bmc": {"user": "admin"}, "ip": None}
+    assert patch == {"owner": "ops", "variables": {"z": 1}}
+
+
+def test_a_password_on_the_command_line_is_refused_before_any_request(offline, closed_url):
+    out = offline("--url", closed_url, "--token", "t", "hosts", "edit", "SN1", "--set", "bmc.password=hunter2",
+                  status=ExitStatus.USAGE)
+    assert "a password never goes on the command line: use --bmc-password" in out.stderr
 
 
 @pytest.mark.parametrize("item", ["variables..a=1", "no-equals-sign", "=1", "a=[unclosed"])
