@@ -67,6 +67,12 @@ class Unreachable(ClientError):
     """The server did not answer (connection refused, DNS failure, timeout)."""
 
 
+class AnswerLost(Unreachable):
+    """The request reached the server, but its answer did not come back (the
+    connection broke or timed out while the server was working on it): what
+    was asked may or may not have been done."""
+
+
 class BadResponse(ClientError):
     """The server answered with something provctl does not understand."""
 
@@ -235,6 +241,9 @@ class ApiClient:
             response = self.session.request(method, f"{self.url}/api/v1{path}", params=params, json=json,
                                             data=data, headers=headers, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            if method != "GET" and _was_sent(exc):
+                raise AnswerLost(f"provisiond at {self.url} received the request ({method} /api/v1{path}) but its "
+                                 f"answer was lost ({_reason(exc)}): it may or may not have been carried out") from None
             raise Unreachable(f"cannot reach provisiond at {self.url}: {_reason(exc)} "
                               "(is it running? set --url or PROVISIOND_URL)") from None
         except requests.RequestException as exc:
@@ -281,8 +290,15 @@ class ApiClient:
     def import_hosts(self, body: bytes, filename: str, fmt: str | None) -> dict[str, Any]:
         content_type = {"csv": "text/csv", "json": "application/json", "yaml": "application/yaml"}.get(
             fmt or "", "application/octet-stream")
-        return dict(self.json("POST", "/import/hosts", params={"filename": filename, "format": fmt},
-                              data=body, content_type=content_type))
+        try:
+            return dict(self.json("POST", "/import/hosts", params={"filename": filename, "format": fmt},
+                                  data=body, content_type=content_type))
+        except AnswerLost as lost:
+            raise AnswerLost(
+                f"{lost}. The import of {filename} may or may not have been committed. Imports are all or "
+                f"nothing, so either every host in it was written or none was: check with `provctl hosts list` "
+                f"(or `provctl hosts show SERIAL` for one of them), or run the same import again, which is safe "
+                f"(hosts are added or updated by serial number)") from None
 
     def export_hosts(self, fmt: str) -> str:
         return self.text("/export/hosts", params={"format": fmt})
@@ -367,9 +383,24 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _was_sent(exc: requests.RequestException) -> bool:
+    """True when the request went out before the failure: a read timeout, or
+    the connection broken while waiting for the answer (not a refused
+    connection, a failed name lookup or a connect timeout)."""
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    text = str(exc)
+    return "Connection aborted" in text or "RemoteDisconnected" in text or isinstance(
+        exc, requests.exceptions.ChunkedEncodingError)
+
+
 def _reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.Timeout):
         return "timed out"
+    if "RemoteDisconnected" in str(exc):
+        return "the server closed the connection without answering"
     text = str(exc)
     for reason in ("Connection refused", "Name or service not known", "No route to host",
                    "Network is unreachable", "Connection reset"):

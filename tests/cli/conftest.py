@@ -95,6 +95,38 @@ def closed_url() -> str:
 
 
 @pytest.fixture
+def dying_url() -> Iterator[str]:
+    """A URL whose server reads a whole request, then dies without answering
+    (the connection closes), as a provisiond killed mid-request does."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += connection.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture
 def silent_url() -> Iterator[str]:
     """A URL whose port accepts connections (the kernel's backlog) but never answers."""
     with socket.socket() as sock:

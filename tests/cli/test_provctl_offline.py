@@ -48,6 +48,18 @@ def test_server_that_never_answers_is_exit_7(offline, silent_url):
     assert "timed out" in out.stderr
 
 
+def test_an_import_whose_answer_is_lost_says_what_may_have_happened(offline, dying_url, tmp_path):
+    """The server died after reading the import: provctl cannot know whether
+    it was committed, says so, and says how to find out (exit 7)."""
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text("serial,hostname,macs,profile\nSN1,h1,52:54:00:aa:00:01,default\n")
+    out = offline("--url", dying_url, "--token", "t", "hosts", "import", str(hosts), status=ExitStatus.UNREACHABLE)
+    assert "received the request (POST /api/v1/import/hosts) but its answer was lost" in out.stderr
+    assert "The import of hosts.csv may or may not have been committed" in out.stderr
+    assert "provctl hosts list" in out.stderr and "run the same import again, which is safe" in out.stderr
+    assert "cannot reach" not in out.stderr
+
+
 def test_missing_token_says_how_to_get_one(offline, closed_url):
     out = offline.run("--url", closed_url, "hosts", "list", status=ExitStatus.UNAUTHORIZED)
     assert out.stderr.startswith("provctl: no API token: pass --token, set PROVISIOND_TOKEN")
