@@ -37,8 +37,14 @@ class Settings:
     #: SQLAlchemy URL; empty means SQLite in ``data_dir``. ``postgresql://``
     #: URLs are driven by psycopg 3.
     database_url: str = ""
-    profiles_dir: Path = PROJECT_ROOT / "profiles"
-    fragments_dir: Path = PROJECT_ROOT / "kickstart_fragments"
+    #: Site directories of install profiles, searched in order before the
+    #: shipped profiles (always last): a site's ``web.yaml`` may ``extends:
+    #: default`` without copying the shipped one, and a site's own
+    #: ``default.yaml`` shadows (and may extend) the shipped ``default``. A
+    #: list in YAML, ``DIR1:DIR2`` in the environment.
+    profiles_dir: tuple[Path, ...] = ()
+    #: Site directories of kickstart fragments, searched the same way.
+    fragments_dir: tuple[Path, ...] = ()
     pxelinux_dir: Path = PROJECT_ROOT / "pxelinux"
     hooks_dir: Path = PROJECT_ROOT / "hooks"
     #: Templates of the per-MAC boot entries (pxelinux, GRUB, iPXE).
@@ -119,13 +125,33 @@ class Settings:
     wol_port: int = 9
 
     @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        """Where profiles are looked up: the site directories, then the shipped one."""
+        return _search_path(self.profiles_dir, SHIPPED_PROFILES)
+
+    @property
+    def fragment_dirs(self) -> tuple[Path, ...]:
+        """Where fragments are looked up: the site directories, then the shipped one."""
+        return _search_path(self.fragments_dir, SHIPPED_FRAGMENTS)
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'provisiond.db'}"
 
 
+#: What provisiond ships: searched after the site's own directories.
+SHIPPED_PROFILES = PROJECT_ROOT / "profiles"
+SHIPPED_FRAGMENTS = PROJECT_ROOT / "kickstart_fragments"
+
+
+def _search_path(site: tuple[Path, ...], shipped: Path) -> tuple[Path, ...]:
+    return tuple(dict.fromkeys((*site, shipped)))
+
+
 _PATH_KEYS = {name for name, kind in get_type_hints(Settings).items() if kind is Path}
+_PATH_LIST_KEYS = {name for name, kind in get_type_hints(Settings).items() if kind == tuple[Path, ...]}
 _CHOICES = {"dhcp_mode": {"full", "proxy", "relay", "off"}, "unknown_mac": {"ignore", "local"}}
 _POSITIVE_INT_KEYS = {
     "dhcp_port", "tftp_port", "tftp_max_transfers", "tftp_timeout_seconds",
@@ -199,6 +225,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             raise ConfigError(f"{where}: expected a path, got {value!r}")
         return Path(value).expanduser()
+    if kind == tuple[Path, ...]:
+        items = [part for part in value.split(os.pathsep) if part] if isinstance(value, str) else value
+        if isinstance(items, os.PathLike):
+            items = [items]
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) and str(i)
+                                                          for i in items):
+            raise ConfigError(f"{where}: expected a directory or a list of directories, got {value!r}")
+        return tuple(Path(item).expanduser() for item in items)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -251,6 +285,8 @@ def _finish(settings: Settings, given: set[str]) -> Settings:
     changes: dict[str, Any] = {}
     for key in _PATH_KEYS:
         changes[key] = getattr(settings, key).resolve()
+    for key in _PATH_LIST_KEYS:
+        changes[key] = tuple(path.resolve() for path in getattr(settings, key))
     if "data_dir" in given and "secret_key_file" not in given:
         changes["secret_key_file"] = changes["data_dir"] / "secret.key"
     if not settings.public_url:

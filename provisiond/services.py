@@ -37,11 +37,11 @@ class Services:
 
     @cached_property
     def profiles(self) -> ProfileStore:
-        return ProfileStore(self.settings.profiles_dir)
+        return ProfileStore(self.settings.profile_dirs)
 
     @cached_property
     def composer(self) -> Composer:
-        return Composer(self.settings.fragments_dir, self.profiles, self.settings.variables)
+        return Composer(self.settings.fragment_dirs, self.profiles, self.settings.variables)
 
     @cached_property
     def hooks(self) -> HookRunner:

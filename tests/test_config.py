@@ -10,8 +10,8 @@ from provisiond.errors import ConfigError
 
 def test_defaults_point_at_the_repository():
     settings = load_settings(environ={})
-    assert settings.profiles_dir == PROJECT_ROOT / "profiles"
-    assert settings.fragments_dir == PROJECT_ROOT / "kickstart_fragments"
+    assert settings.profile_dirs == (PROJECT_ROOT / "profiles",)
+    assert settings.fragment_dirs == (PROJECT_ROOT / "kickstart_fragments",)
     assert settings.pxelinux_dir == PROJECT_ROOT / "pxelinux"
     assert settings.hooks_dir == PROJECT_ROOT / "hooks"
     assert settings.effective_database_url.startswith("sqlite:///")
@@ -105,3 +105,14 @@ def test_public_url_follows_the_listener_unless_set(environ, url):
 
 def test_an_override_of_the_port_moves_the_derived_public_url():
     assert load_settings(environ={}, overrides={"http_port": 9100}).public_url == "http://127.0.0.1:9100"
+
+
+def test_site_directories_come_before_the_shipped_ones(tmp_path: Path):
+    site, other = tmp_path / "site", tmp_path / "other"
+    settings = load_settings(environ={"PROVISIOND_PROFILES_DIR": f"{site}:{other}",
+                                      "PROVISIOND_FRAGMENTS_DIR": str(site)})
+    assert settings.profile_dirs == (site, other, PROJECT_ROOT / "profiles")
+    assert settings.fragment_dirs == (site, PROJECT_ROOT / "kickstart_fragments")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"profiles_dir: [{site}, {PROJECT_ROOT / 'profiles'}]\n")
+    assert load_settings(config, environ={}).profile_dirs == (site, PROJECT_ROOT / "profiles")  # listed once

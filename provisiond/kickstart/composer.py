@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -56,13 +56,15 @@ class InstallContext:
 
 
 class Composer:
-    def __init__(self, fragments_dir: Path, profiles: ProfileStore,
+    def __init__(self, fragments_dirs: Path | Sequence[Path], profiles: ProfileStore,
                  global_variables: Mapping[str, Any] | None = None) -> None:
-        self.fragments_dir = fragments_dir
+        """``fragments_dirs``: where fragments are looked up, first match wins
+        (a site's directories, then the shipped one)."""
+        self.fragments_dirs = (fragments_dirs,) if isinstance(fragments_dirs, Path) else tuple(fragments_dirs)
         self.profiles = profiles
         self.global_variables = dict(global_variables or {})
         self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(fragments_dir)),
+            loader=jinja2.FileSystemLoader([str(d) for d in self.fragments_dirs]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             auto_reload=True,
@@ -114,7 +116,8 @@ class Composer:
         try:
             template = self.env.get_template(filename)
         except jinja2.TemplateNotFound:
-            raise TemplateError(f"no fragment file {self.fragments_dir / filename}", fragment=name) from None
+            where = ", ".join(str(d) for d in self.fragments_dirs)
+            raise TemplateError(f"no fragment file {filename} in {where}", fragment=name) from None
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"syntax error: {exc.message}", fragment=name, line=exc.lineno) from None
         try:

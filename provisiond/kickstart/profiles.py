@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -52,6 +52,8 @@ class Profile:
     handoff_jobs: tuple[Any, ...] = ()
     extends: str | None = None
     source: str = ""
+    #: The files it is built from: its own first, then what it extends, in order.
+    chain: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,14 +70,17 @@ class Profile:
             "variables": dict(self.variables),
             "handoff_jobs": list(self.handoff_jobs),
             "source": self.source,
+            "chain": list(self.chain),
         }
 
 
 class ProfileStore:
-    """All profiles of one directory, re-read when any file changes."""
+    """All profiles of a search path (site directories first, shipped last),
+    re-read when any file in it changes. A name found in an earlier
+    directory shadows the same name further down."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directories: Path | Sequence[Path]) -> None:
+        self.directories = (directories,) if isinstance(directories, Path) else tuple(directories)
         self._lock = threading.Lock()
         self._signature: tuple[Any, ...] | None = None
         self._profiles: dict[str, Profile] = {}
@@ -87,7 +92,7 @@ class ProfileStore:
             with self._lock:
                 if signature != self._signature:
                     try:
-                        self._profiles, self._error = _load_all(self.directory), None
+                        self._profiles, self._error = _load_all(self.directories), None
                     except ProfileError as exc:
                         self._profiles, self._error = {}, exc
                     self._signature = signature
@@ -105,27 +110,36 @@ class ProfileStore:
         return profile
 
     def _scan_signature(self) -> tuple[Any, ...]:
-        try:
-            entries = sorted(
-                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
-                for e in os.scandir(self.directory)
-                if e.name.endswith((".yaml", ".yml"))
-            )
-        except OSError as exc:
-            raise ProfileError(f"cannot read profiles directory {self.directory}: {exc.strerror}") from None
+        entries: list[Any] = []
+        for index, directory in enumerate(self.directories):
+            try:
+                entries.extend(sorted(
+                    (index, e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                    for e in os.scandir(directory)
+                    if e.name.endswith((".yaml", ".yml"))
+                ))
+            except OSError as exc:
+                raise ProfileError(f"cannot read profiles directory {directory}: {exc.strerror}") from None
         return tuple(entries)
 
 
-def _load_all(directory: Path) -> dict[str, Profile]:
-    raw: dict[str, tuple[dict[str, Any], Path]] = {}
-    for path in sorted(directory.glob("*.y*ml")):
-        data = _read(path)
-        name = data.get("name", path.stem)
-        if name != path.stem:
-            raise ProfileError(f"{path}: name {name!r} must match the file name {path.stem!r}")
-        fields.name(name, "name")
-        raw[name] = (data, path)
-    return {name: _resolve(name, raw, ()) for name in raw}
+#: One profile file: its data, its path, and its place in the search path.
+_Raw = tuple[dict[str, Any], Path]
+#: A profile by name and by which of the files of that name (0: the first found).
+_Key = tuple[str, int]
+
+
+def _load_all(directories: Sequence[Path]) -> dict[str, Profile]:
+    raw: dict[str, list[_Raw]] = {}
+    for directory in directories:
+        for path in sorted(directory.glob("*.y*ml")):
+            data = _read(path)
+            name = data.get("name", path.stem)
+            if name != path.stem:
+                raise ProfileError(f"{path}: name {name!r} must match the file name {path.stem!r}")
+            fields.name(name, "name")
+            raw.setdefault(name, []).append((data, path))
+    return {name: _resolve((name, 0), raw, ()) for name in raw}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -141,34 +155,52 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _resolve(name: str, raw: dict[str, tuple[dict[str, Any], Path]], chain: tuple[str, ...]) -> Profile:
-    data, path = raw[name]
-    if name in chain:
-        raise ProfileError(f"{path}: profiles extend each other in a loop: {' -> '.join(chain + (name,))}")
-    merged: dict[str, Any] = {}
-    parent = data.get("extends")
-    if parent is not None:
+def _parent_key(key: _Key, parent: str, raw: dict[str, list[_Raw]], path: Path) -> _Key:
+    """The profile ``extends: parent`` means: the first of that name in the
+    search path, or, for a profile that extends its own name (a site's
+    ``default`` built on the shipped one), the next one of that name."""
+    name, index = key
+    if parent != name:
         if parent not in raw:
             raise ProfileError(f"{path}: extends unknown profile {parent!r}")
-        merged = _resolve(parent, raw, chain + (name,)).to_dict()
+        return (parent, 0)
+    if index + 1 >= len(raw[name]):
+        raise ProfileError(f"{path}: extends {parent!r}, its own name, but no later directory of the profile "
+                           f"search path has a profile of that name")
+    return (name, index + 1)
+
+
+def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> Profile:
+    name, index = key
+    data, path = raw[name][index]
+    if key in chain:
+        raise ProfileError(f"{path}: profiles extend each other in a loop: "
+                           f"{' -> '.join(n for n, _ in chain + (key,))}")
+    merged: dict[str, Any] = {}
+    parent = data.get("extends")
+    inherited: tuple[str, ...] = ()
+    if parent is not None:
+        base = _resolve(_parent_key(key, parent, raw, path), raw, chain + (key,))
+        inherited = base.chain
+        merged = base.to_dict()
         merged["variables"] = {**merged["variables"], **(data.get("variables") or {})}
-    for key, value in data.items():
-        if key != "variables" or parent is None:
-            merged[key] = value
+    for key_name, value in data.items():
+        if key_name != "variables" or parent is None:
+            merged[key_name] = value
     merged["name"] = name
     merged["extends"] = parent
-    for key in REQUIRED:
-        if not merged.get(key):
-            raise ProfileError(f"{path}: key {key!r} is required (directly or through extends)")
+    for required in REQUIRED:
+        if not merged.get(required):
+            raise ProfileError(f"{path}: key {required!r} is required (directly or through extends)")
     fragments = merged["fragments"]
     if not isinstance(fragments, list) or not all(isinstance(f, str) and f for f in fragments):
         raise ProfileError(f"{path}: fragments must be a list of fragment names")
     variables = merged.get("variables") or {}
     if not isinstance(variables, dict):
         raise ProfileError(f"{path}: variables must be a mapping")
-    for key in ("os", "ks_version", "install_tree", "kernel", "initrd"):
-        if not isinstance(merged[key], str):
-            raise ProfileError(f"{path}: {key} must be a string")
+    for required in ("os", "ks_version", "install_tree", "kernel", "initrd"):
+        if not isinstance(merged[required], str):
+            raise ProfileError(f"{path}: {required} must be a string")
     return Profile(
         name=name,
         description=str(merged.get("description") or ""),
@@ -183,4 +215,5 @@ def _resolve(name: str, raw: dict[str, tuple[dict[str, Any], Path]], chain: tupl
         handoff_jobs=tuple(merged.get("handoff_jobs") or ()),
         extends=parent,
         source=str(path),
+        chain=(str(path), *inherited),
     )

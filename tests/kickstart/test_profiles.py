@@ -88,3 +88,30 @@ def test_changes_are_picked_up_without_restart(tmp_path):
         store.all()
     path.write_text(BASE)
     assert store.get("base").kernel == "vmlinuz"
+
+
+def test_a_site_profile_extends_the_shipped_default_without_copying_it(tmp_path):
+    """The search path: site directories first, the shipped one last."""
+    write(tmp_path, "edge", "extends: default\ndescription: edge router\nvariables: {packages_extra: [frr]}\n")
+    store = ProfileStore((tmp_path, PROJECT_ROOT / "profiles"))
+    edge = store.get("edge")
+    assert edge.fragments == store.get("default").fragments
+    assert list(edge.variables["packages_extra"]) == ["frr"]
+    assert edge.chain == (str(tmp_path / "edge.yaml"), str(PROJECT_ROOT / "profiles" / "default.yaml"))
+    assert {"default", "web_server", "mysql_server", "edge"} <= store.names()
+
+
+def test_a_site_default_shadows_and_may_extend_the_shipped_one(tmp_path):
+    write(tmp_path, "default", "extends: default\nvariables: {timezone: Asia/Shanghai}\n")
+    store = ProfileStore((tmp_path, PROJECT_ROOT / "profiles"))
+    default = store.get("default")
+    assert default.variables["timezone"] == "Asia/Shanghai"
+    assert default.variables["lang"] == "en_US.UTF-8"  # from the shipped default below it
+    assert store.get("web_server").variables["timezone"] == "Asia/Shanghai"  # shipped web_server extends the site's
+    assert default.source == str(tmp_path / "default.yaml")
+
+
+def test_a_profile_that_extends_its_own_name_needs_one_further_down(tmp_path):
+    write(tmp_path, "lonely", BASE + "extends: lonely\n")
+    with pytest.raises(ProfileError, match="its own name, but no later directory"):
+        ProfileStore((tmp_path, PROJECT_ROOT / "profiles")).all()

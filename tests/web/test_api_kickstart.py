@@ -12,12 +12,15 @@ from provisiond.web.app import build_app
 
 @pytest.fixture
 def broken_client(settings, tmp_path, auth, services):
-    """A server whose fragments directory the test may break."""
-    fragments = tmp_path / "fragments"
-    shutil.copytree(PROJECT_ROOT / "kickstart_fragments", fragments)
-    svc = Services.build(dataclasses.replace(settings, fragments_dir=fragments))
+    """A server with site directories of fragments and profiles (searched
+    before the shipped ones) that the test may break."""
+    fragments, profiles = tmp_path / "fragments", tmp_path / "profiles"
+    fragments.mkdir()
+    profiles.mkdir()
+    svc = Services.build(dataclasses.replace(settings, fragments_dir=(fragments,), profiles_dir=(profiles,)))
     client = build_app(services=svc).test_client()
     client.fragments = fragments
+    client.profiles = profiles
     yield client
     svc.db.dispose()
 
@@ -61,10 +64,18 @@ def test_template_error_is_a_clear_500_never_a_partial_file(broken_client, auth,
 
 
 def test_missing_fragment_file_is_a_clear_500(broken_client, auth, demo_data):
-    (broken_client.fragments / "selinux.j2").unlink()
+    (broken_client.profiles / "web_server.yaml").write_text(
+        "extends: web_server\nfragments: [header, no-such-fragment]\n")
     response = broken_client.get("/api/v1/hosts/SN-WEB-0001/kickstart", headers=auth)
     assert response.status_code == 500
-    assert response.get_json()["fragment"] == "selinux"
+    assert response.get_json()["fragment"] == "no-such-fragment"
+    assert str(broken_client.fragments) in response.get_json()["message"]
+
+
+def test_a_site_fragment_shadows_the_shipped_one(broken_client, auth, demo_data):
+    (broken_client.fragments / "selinux.j2").write_text("selinux --permissive  # the site's own\n")
+    text = broken_client.get("/api/v1/hosts/SN-WEB-0001/kickstart", headers=auth).get_data(as_text=True)
+    assert "selinux --permissive  # the site's own" in text and "selinux --enforcing" not in text
 
 
 def test_injection_through_host_data_renders_literally(client, auth, demo_data):
