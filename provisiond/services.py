@@ -12,6 +12,7 @@ from provisiond.install.hooks import HookRunner
 from provisiond.install.lifecycle import Lifecycle
 from provisiond.install.slots import Limits
 from provisiond.kickstart.composer import Composer
+from provisiond.kickstart.guard import VariableGuard
 from provisiond.kickstart.profiles import ProfileStore
 from provisiond.power.bell import Bell
 from provisiond.vault import Vault
@@ -42,6 +43,11 @@ class Services:
     @cached_property
     def composer(self) -> Composer:
         return Composer(self.settings.fragment_dirs, self.profiles, self.settings.variables)
+
+    @cached_property
+    def guard(self) -> VariableGuard:
+        """Refuses writes that would give a host a variable its profile refuses."""
+        return VariableGuard(self.profiles, self.settings.variables)
 
     @cached_property
     def hooks(self) -> HookRunner:

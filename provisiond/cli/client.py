@@ -131,6 +131,10 @@ class WaitTimedOut(ClientError):
     """``--timeout`` passed before the install being followed finished (the install goes on)."""
 
 
+class CheckFailed(ClientError):
+    """``profiles check`` found hosts whose kickstart does not render, or profiles lacking declarations."""
+
+
 class PowerFailed(ClientError):
     """A BMC operation ended failed (the BMC and the reason are in the message)."""
 
@@ -324,6 +328,9 @@ class ApiClient:
 
     def list_profiles(self) -> dict[str, Any]:
         return dict(self.json("GET", "/profiles"))
+
+    def check_profiles(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/checks/profiles"))
 
     def get_profile(self, name: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/profiles/{_segment(name)}"))

@@ -17,6 +17,7 @@ import click
 import yaml
 
 from provisiond.cli.client import (
+    CheckFailed,
     ClientError,
     ConfigurationError,
     Conflict,
@@ -47,6 +48,7 @@ class ExitStatus(IntEnum):
     INSTALL_FAILED = 8  # the install being followed ended with the host FAILED
     TIMED_OUT = 9  # --timeout passed before the install being followed finished
     POWER_FAILED = 10  # the BMC operation failed (unreachable, refused, unsupported)
+    CHECK_FAILED = 11  # profiles check: some host's kickstart does not render, or a profile lacks a declaration
 
 
 #: Most specific first; anything else is ERROR.
@@ -61,6 +63,7 @@ _EXIT_STATUSES: tuple[tuple[type[ClientError], ExitStatus], ...] = (
     (InstallFailed, ExitStatus.INSTALL_FAILED),
     (WaitTimedOut, ExitStatus.TIMED_OUT),
     (PowerFailed, ExitStatus.POWER_FAILED),
+    (CheckFailed, ExitStatus.CHECK_FAILED),
 )
 
 

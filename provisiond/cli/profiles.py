@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from provisiond.cli.client import ApiClient, pass_api
+from provisiond.cli.client import ApiClient, CheckFailed, pass_api
 from provisiond.cli.output import echo_json, echo_table, echo_yaml, json_option
 
 
@@ -37,6 +37,31 @@ def show_profile(api: ApiClient, name: str, as_json: bool) -> None:
         echo_json(profile)
     else:
         echo_yaml(profile)
+
+
+@profiles.command("check")
+@json_option
+@pass_api
+def check(api: ApiClient, as_json: bool) -> None:
+    """Render every host's kickstart and check every profile declares the
+    variables its fragments use: for profiles and fragments edited on disk.
+    Prints what fails and exits 11 if anything does."""
+    body = api.check_profiles()
+    if as_json:
+        echo_json(body)
+    else:
+        for failure in body["failures"]:
+            where = f" (fragment {failure['fragment']}" + (f" line {failure['line']}" if failure.get("line") else "") \
+                + ")" if failure.get("fragment") else ""
+            click.echo(f"{failure['serial']}\tprofile {failure['profile']}{where}: {failure['message']}")
+        for problem in body["profiles"]:
+            click.echo(f"profile {problem['profile']}: {problem['message']}")
+        bad = len(body["failures"])
+        click.echo(f"{body['hosts'] - bad} of {body['hosts']} host(s) render; {len(body['profiles'])} profile "
+                   "problem(s)", err=bool(bad or body["profiles"]))
+    if not body["ok"]:
+        raise CheckFailed(f"{len(body['failures'])} host(s) do not render, {len(body['profiles'])} profile "
+                          "problem(s)")
 
 
 @profiles.command("render")

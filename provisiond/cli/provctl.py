@@ -68,6 +68,7 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
       8  install failed: the install being followed ended failed (the reason is printed)
       9  timed out waiting: --timeout passed before the install ended (it goes on)
      10  power failed: the BMC operation failed (unreachable, refused, unsupported)
+     11  check failed: profiles check found a host whose kickstart does not render
     """
     connection = Connection(url=url, token=token, config_file=config_file, timeout=timeout)
     ctx.obj = connection

@@ -261,21 +261,18 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     from sqlalchemy import func, select
 
     from provisiond import models
-    from provisiond.inventory import groups as group_store
-    from provisiond.inventory import hosts as host_store
-    from provisiond.inventory.transfer import parse_import
+    from provisiond.actions import hosts as host_actions
+    from provisiond.actions.principal import SYSTEM
     from provisiond.web.auth import create_token, revoke_token
 
     settings = _listening(settings, http_host, http_port)
     svc = _ready(settings)
+    with svc.db.read() as session:
+        empty = not session.scalar(select(func.count()).select_from(models.Host))
+    if empty:
+        result = host_actions.import_file(svc, SYSTEM, DEMO_HOSTS.read_text(), DEMO_HOSTS.name, "yaml")
+        click.echo(f"loaded {result['created']} sample hosts from {DEMO_HOSTS}")
     with svc.db.write() as session:
-        if not session.scalar(select(func.count()).select_from(models.Host)):
-            parsed = parse_import(DEMO_HOSTS.read_text(), str(DEMO_HOSTS), "yaml", svc.profiles.names())
-            for group in parsed.groups:
-                group_store.upsert_group(session, group)
-            session.flush()
-            result = host_store.import_hosts(session, parsed.hosts, svc.vault, DEMO_HOSTS.name)
-            click.echo(f"loaded {result.created} sample hosts from {DEMO_HOSTS}")
         if session.scalar(select(models.ApiToken.id).where(models.ApiToken.name == "demo")):
             revoke_token(session, "demo")
         token = create_token(session, "demo")
@@ -306,12 +303,14 @@ def _write_provctl_config(url: str, token: str) -> None:
 def _ready(settings: Settings) -> Any:
     """Services over a database at the newest schema."""
     from provisiond.db import schema_is_current, upgrade
+    from provisiond.kickstart.check import check_settings_variables
 
     svc = _services(settings)
     if not schema_is_current(svc.db.engine):
         upgrade(settings.effective_database_url)
     svc.vault  # create the key on first start, before any worker forks
     svc.profiles.all()  # a broken profile stops start-up with its file and key
+    check_settings_variables(settings.variables, svc.profiles)  # and so does a wrong-typed global variable
     return svc
 
 

@@ -62,6 +62,14 @@ def get_group(session: Session, name: str) -> models.Group:
     return group
 
 
+def find(session: Session, name: str) -> models.Group | None:
+    return session.scalar(select(models.Group).where(models.Group.name == name))
+
+
+def existing_id(session: Session, name: str) -> int | None:
+    return session.scalar(select(models.Group.id).where(models.Group.name == name))
+
+
 def list_groups(session: Session) -> list[tuple[models.Group, int]]:
     counts = (
         select(models.host_groups.c.group_id, func.count().label("n"))

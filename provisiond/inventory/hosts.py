@@ -131,6 +131,15 @@ def get_hosts(session: Session, serials: Sequence[str]) -> list[models.Host]:
     return [found[key] for key in keys]
 
 
+def existing_ids(session: Session, serials: Sequence[str]) -> list[int]:
+    """The ids of those of these serial numbers that are hosts (any case)."""
+    keys = list({serial_key(serial) for serial in serials})
+    ids: list[int] = []
+    for start in range(0, len(keys), 5000):
+        ids.extend(session.scalars(select(models.Host.id).where(models.Host.serial_key.in_(keys[start:start + 5000]))))
+    return ids
+
+
 def load_record(session: Session, serial: str) -> HostRecord:
     rows = session.execute(_RECORD_BY_SERIAL, {"serial_key": serial_key(serial)}).all()
     if not rows:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import shlex
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from provisiond.errors import NotFound, ProfileError, TemplateError
+from provisiond.events import has_control
 from provisiond.inventory.records import HostRecord
 from provisiond.kickstart.profiles import Profile, ProfileStore
 
@@ -72,9 +74,11 @@ class Composer:
             trim_blocks=True,
             lstrip_blocks=True,
             cache_size=1000,
+            finalize=_one_line_output,
         )
         self.env.filters["crypted"] = _crypted
         self.env.filters["ks_quote"] = _ks_quote
+        self.env.filters["sh_quote"] = _sh_quote
 
     # -- variables -----------------------------------------------------------
 
@@ -83,13 +87,8 @@ class Composer:
         return self._merged(host, self._profile(host), one_off)
 
     def _merged(self, host: HostRecord, profile: Profile, one_off: Mapping[str, Any] | None) -> dict[str, Any]:
-        merged: dict[str, Any] = dict(self.global_variables)
-        for group in host.group_vars:  # already sorted by priority, lowest first
-            merged.update(group.variables)
-        merged.update(profile.variables)
-        merged.update(host.variables)
-        merged.update(one_off or {})
-        return merged
+        groups = [group.variables for group in host.group_vars]  # already sorted by priority, lowest first
+        return layered(profile, self.global_variables, groups, host.variables, one_off)
 
     # -- rendering -----------------------------------------------------------
 
@@ -139,6 +138,22 @@ class Composer:
         except Exception as exc:  # a filter or test raised: still name the place
             raise TemplateError(f"{type(exc).__name__}: {exc}", fragment=name,
                                 line=_template_line(exc.__traceback__, template)) from None
+
+
+def layered(profile: Profile, global_variables: Mapping[str, Any], groups: Iterable[Mapping[str, Any]],
+            host_variables: Mapping[str, Any], one_off: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A host's variables, lowest layer first: global < groups (lowest
+    priority first) < profile < host < one-off; a layer replaces a variable
+    a lower one set. Below everything, a declared variable that may be null
+    is null until a layer sets it."""
+    merged: dict[str, Any] = {name: None for name, kind in profile.types.items() if kind.nullable}
+    merged.update(global_variables)
+    for group in groups:
+        merged.update(group)
+    merged.update(profile.variables)
+    merged.update(host_variables)
+    merged.update(one_off or {})
+    return merged
 
 
 def _template_line(tb: TracebackType | None, template: jinja2.Template) -> int | None:
@@ -192,6 +207,22 @@ def profile_context(profile: Profile) -> dict[str, Any]:
         "initrd": profile.initrd,
         "kernel_args": profile.kernel_args,
     }
+
+
+def _one_line_output(value: Any) -> Any:
+    """Every ``{{ expression }}`` of a fragment: a value may never add a line
+    (or a section) to the kickstart, whatever path it came in by. Writes
+    refuse such values already; this is the last guard."""
+    if isinstance(value, str) and has_control(value):
+        raise TemplateError("a value would add a line to the kickstart (it holds a line break or another "
+                            "control character)")
+    return value
+
+
+def _sh_quote(value: Any) -> str:
+    """Quote a value for a shell script in ``%pre``/``%post``: one word,
+    nothing in it expanded (``$(...)``, backticks, ``;``)."""
+    return shlex.quote(str(value))
 
 
 def _crypted(value: Any) -> str:

@@ -28,10 +28,11 @@ import yaml
 
 from provisiond.errors import NotFound, ProfileError
 from provisiond.inventory import fields
+from provisiond.kickstart.variable_types import VariableType, declare
 
 PROFILE_KEYS = frozenset(
     "name extends description os ks_version install_tree kernel initrd kernel_args fragments variables "
-    "handoff_jobs".split()
+    "variable_types handoff_jobs".split()
 )
 REQUIRED = ("os", "ks_version", "install_tree", "kernel", "initrd", "fragments")
 
@@ -49,6 +50,8 @@ class Profile:
     kernel_args: str
     fragments: tuple[str, ...]
     variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: What each variable its fragments use must be (:mod:`.variable_types`).
+    types: Mapping[str, VariableType] = field(default_factory=lambda: MappingProxyType({}))
     handoff_jobs: tuple[Any, ...] = ()
     extends: str | None = None
     source: str = ""
@@ -68,6 +71,7 @@ class Profile:
             "kernel_args": self.kernel_args,
             "fragments": list(self.fragments),
             "variables": dict(self.variables),
+            "variable_types": {name: t.spec for name, t in self.types.items()},
             "handoff_jobs": list(self.handoff_jobs),
             "source": self.source,
             "chain": list(self.chain),
@@ -184,8 +188,9 @@ def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> 
         inherited = base.chain
         merged = base.to_dict()
         merged["variables"] = {**merged["variables"], **(data.get("variables") or {})}
+        merged["variable_types"] = {**merged["variable_types"], **(data.get("variable_types") or {})}
     for key_name, value in data.items():
-        if key_name != "variables" or parent is None:
+        if key_name not in ("variables", "variable_types") or parent is None:
             merged[key_name] = value
     merged["name"] = name
     merged["extends"] = parent
@@ -201,6 +206,7 @@ def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> 
     for required in ("os", "ks_version", "install_tree", "kernel", "initrd"):
         if not isinstance(merged[required], str):
             raise ProfileError(f"{path}: {required} must be a string")
+    types = _types(merged.get("variable_types") or {}, variables, path)
     return Profile(
         name=name,
         description=str(merged.get("description") or ""),
@@ -212,8 +218,22 @@ def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> 
         kernel_args=str(merged.get("kernel_args") or ""),
         fragments=tuple(fragments),
         variables=MappingProxyType(dict(variables)),
+        types=MappingProxyType(types),
         handoff_jobs=tuple(merged.get("handoff_jobs") or ()),
         extends=parent,
         source=str(path),
         chain=(str(path), *inherited),
     )
+
+
+def _types(declared: Any, variables: Mapping[str, Any], path: Path) -> dict[str, VariableType]:
+    """The profile's variable types, compiled; its own values must fit them."""
+    if not isinstance(declared, dict):
+        raise ProfileError(f"{path}: variable_types must be a mapping of variable names to types")
+    types = {str(name): declare(str(name), spec, str(path)) for name, spec in declared.items()}
+    for name, kind in types.items():
+        if name in variables:
+            problem = kind.problem(variables[name])
+            if problem is not None:
+                raise ProfileError(f"{path}: variables.{name}{problem[0]}: {problem[1]}")
+    return types

@@ -6,6 +6,7 @@ Writes happen in one transaction each: a request that fails changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -13,19 +14,21 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
-from provisiond.errors import BadRequest, Conflict, ValidationError
-from provisiond.install import lifecycle, timeline
+from provisiond.errors import BadRequest, ValidationError
+from provisiond.install import timeline
 from provisiond.inventory import fields
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
-from provisiond.inventory.patch import merge_patch, patch_host
-from provisiond.inventory.schema import host_to_dict, parse_host
-from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format, parse_import
+from provisiond.actions import groups as group_actions
+from provisiond.actions import hosts as host_actions
+from provisiond.inventory.schema import host_to_dict
+from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format
+from provisiond.kickstart import check
 from provisiond.kickstart.composer import InstallContext
 from provisiond.models import Host, utcnow
 from provisiond.power import queue as power_queue
 from provisiond.web import services
-from provisiond.web.auth import requester
+from provisiond.web.auth import principal, requester
 from provisiond.web.bodies import flag, json_body, only_fields, raw_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -77,11 +80,7 @@ def list_hosts():  # type: ignore[no-untyped-def]
 
 @bp.post("/hosts")
 def create_host():  # type: ignore[no-untyped-def]
-    svc = services()
-    spec, password = parse_host(json_body(), svc.profiles.names())
-    with svc.db.write() as session:
-        host = host_store.create_host(session, spec, password, svc.vault)
-        record = host_store.to_record(host)
+    record = host_actions.create(services(), principal(), json_body())
     return jsonify(host_to_dict(record)), 201
 
 
@@ -94,9 +93,7 @@ def show_host(serial: str):  # type: ignore[no-untyped-def]
 
 @bp.put("/hosts/<serial>")
 def replace_host(serial: str):  # type: ignore[no-untyped-def]
-    body = json_body()
-    body.setdefault("serial", serial)
-    return _write_host(serial, body)
+    return jsonify(host_to_dict(host_actions.replace(services(), principal(), serial, json_body())))
 
 
 @bp.patch("/hosts/<serial>")
@@ -104,37 +101,13 @@ def edit_host(serial: str):  # type: ignore[no-untyped-def]
     """JSON Merge Patch (RFC 7396) of the host document: mappings merge all
     the way down, ``null`` clears a field or drops a variable, anything else
     replaces (see :mod:`provisiond.inventory.patch`)."""
-    changes = json_body()
-    svc = services()
-    with svc.db.write() as session:  # read, merge and write in one transaction: no lost update
-        current = host_to_dict(host_store.load_record(session, serial))
-        if current["bmc"]:
-            current["bmc"].pop("password_set")
-        spec, password = parse_host(patch_host(current, changes), svc.profiles.names())
-        host = host_store.update_host(session, serial, spec, password, svc.vault)
-        record = host_store.to_record(host)
-    return jsonify(host_to_dict(record))
-
-
-def _write_host(serial: str, document: dict[str, Any]):  # type: ignore[no-untyped-def]
-    svc = services()
-    spec, password = parse_host(document, svc.profiles.names())
-    with svc.db.write() as session:
-        host = host_store.update_host(session, serial, spec, password, svc.vault)
-        record = host_store.to_record(host)
-    return jsonify(host_to_dict(record))
+    return jsonify(host_to_dict(host_actions.edit(services(), principal(), serial, json_body())))
 
 
 @bp.delete("/hosts/<serial>")
 def delete_host(serial: str):  # type: ignore[no-untyped-def]
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
-    with services().db.write() as session:
-        host = host_store.get_host(session, serial)
-        if host.protected and not force:
-            raise Conflict(f"host {serial} is protected; delete it with force=true if you mean it")
-        if lifecycle.active_install(session, host.id) is not None and not force:
-            raise Conflict(f"host {serial} is {host.state} with an install under way; cancel it first")
-        host_store.delete_host(session, serial)
+    host_actions.delete(services(), principal(), serial, force)
     return "", 204
 
 
@@ -262,6 +235,7 @@ def preview_kickstart(serial: str):  # type: ignore[no-untyped-def]
     one_off = one_off_variables()
     with svc.db.read() as session:
         record = host_store.load_record(session, serial)
+    svc.guard.check_values(record.profile, one_off, "var")
     text = svc.composer.render(record, InstallContext("PREVIEW", svc.settings.public_url), one_off)
     return Response(text, mimetype="text/plain")
 
@@ -290,13 +264,7 @@ def import_hosts():  # type: ignore[no-untyped-def]
         text = raw_body().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest(f"{filename} is not UTF-8 text") from None
-    parsed = parse_import(text, filename, fmt, svc.profiles.names())
-    with svc.db.write() as session:
-        for group in parsed.groups:
-            group_store.upsert_group(session, group)
-        session.flush()
-        result = host_store.import_hosts(session, parsed.hosts, svc.vault, filename)
-    return jsonify({"created": result.created, "updated": result.updated, "groups": len(parsed.groups)})
+    return jsonify(host_actions.import_file(svc, principal(), text, filename, fmt))
 
 
 def _format_from_content_type() -> str | None:
@@ -336,11 +304,7 @@ def list_groups():  # type: ignore[no-untyped-def]
 
 @bp.post("/groups")
 def create_group():  # type: ignore[no-untyped-def]
-    spec = group_store.parse_group(json_body())
-    with services().db.write() as session:
-        group = group_store.create_group(session, spec)
-        body = group_store.group_to_dict(group, 0)
-    return jsonify(body), 201
+    return jsonify(group_actions.create(services(), principal(), json_body())), 201
 
 
 @bp.get("/groups/<name>")
@@ -353,19 +317,12 @@ def show_group(name: str):  # type: ignore[no-untyped-def]
 
 @bp.patch("/groups/<name>")
 def edit_group(name: str):  # type: ignore[no-untyped-def]
-    changes = json_body()
-    with services().db.write() as session:
-        current = group_store.group_to_dict(group_store.get_group(session, name))
-        spec = group_store.parse_group(merge_patch(current, changes))  # RFC 7396, as for hosts
-        group = group_store.update_group(session, name, spec)
-        body = group_store.group_to_dict(group, len(group.hosts))
-    return jsonify(body)
+    return jsonify(group_actions.edit(services(), principal(), name, json_body()))
 
 
 @bp.delete("/groups/<name>")
 def delete_group(name: str):  # type: ignore[no-untyped-def]
-    with services().db.write() as session:
-        group_store.delete_group(session, name)
+    group_actions.delete(services(), principal(), name)
     return "", 204
 
 
@@ -379,6 +336,19 @@ def list_profiles():  # type: ignore[no-untyped-def]
         {"name": p.name, "extends": p.extends, "description": p.description, "os": p.os}
         for p in sorted(profiles.values(), key=lambda p: p.name)
     ]})
+
+
+@bp.get("/checks/profiles")
+def check_profiles():  # type: ignore[no-untyped-def]
+    """Render every host's kickstart and check every profile's declarations:
+    for profiles and fragments edited on disk, and data older than the checks."""
+    svc = services()
+    with svc.db.read() as session:
+        checked, failures = check.check_hosts(session, svc.composer, svc.settings.public_url)
+    problems = check.check_profiles(svc.profiles, svc.composer)
+    return jsonify({"hosts": checked, "failures": [dataclasses.asdict(f) for f in failures],
+                    "profiles": [dataclasses.asdict(p) for p in problems],
+                    "ok": not failures and not problems})
 
 
 @bp.get("/profiles/<name>")

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisiond import models
+from provisiond.actions.principal import Principal, Role
 from provisiond.db import on_commit
 from provisiond.errors import Conflict, NotFound, Unauthorized
 from provisiond.inventory import fields
@@ -126,6 +127,11 @@ def revoke_token(session: Session, name: str) -> None:
     # Again after the commit: a request in between may have cached it anew.
     on_commit(session, lambda: _forget_token(name))
 
+
+
+def principal() -> Principal:
+    """Who makes this admin request (every API token is an admin for now)."""
+    return Principal("token", g.get("token_name", "?"), Role.ADMIN)
 
 
 def requester() -> str:

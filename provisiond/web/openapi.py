@@ -48,8 +48,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/hosts/{serial}": {
         "get": _op("Show a host (never its BMC password)", params=("serial",)),
         "put": _op("Replace a host's record", body="application/json", params=("serial",)),
-        "patch": _op("Change some fields of a host (bmc and hardware merge)", body="application/json",
-                     params=("serial",)),
+        "patch": _op("Change some fields of a host: a JSON Merge Patch (RFC 7396) of its document; mappings "
+                     "merge, null clears, macs replaces nics", body="application/json", params=("serial",)),
         "delete": _op("Remove a host (protected hosts need force=true)", ok="204", params=("serial", "force")),
     },
     "/api/v1/hosts/{serial}/kickstart": {
@@ -71,11 +71,13 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/v1/groups/{name}": {
         "get": _op("Show a group", params=("name",)),
-        "patch": _op("Change a group", body="application/json", params=("name",)),
+        "patch": _op("Change a group: a JSON Merge Patch (RFC 7396)", body="application/json", params=("name",)),
         "delete": _op("Remove an empty group", ok="204", params=("name",)),
     },
     "/api/v1/profiles": {"get": _op("List install profiles")},
     "/api/v1/profiles/{name}": {"get": _op("Show a resolved profile", params=("name",))},
+    "/api/v1/checks/profiles": {"get": _op("Render every host's kickstart and check every profile declares the "
+                                           "variables its fragments use: failures and problems listed")},
     "/api/v1/hosts/{serial}/install": {
         "post": _op("Arm an install (body: {force: bool, power: bool}); protected or in-service hosts need "
                     "force; power queues boot device PXE (next boot) + reset on the host's BMC",

@@ -321,3 +321,21 @@ def test_provctl_and_the_api_mean_the_same_edit(provctl, client, auth, demo_data
     by_cli, by_api = host("712DM2Y"), host("SN-WEB-0001")
     assert by_cli["variables"] == {"role": "cache"} == by_api["variables"]
     assert by_cli["hardware"]["cpus"] == 8 == by_api["hardware"]["cpus"]
+
+
+def test_profiles_check_lists_hosts_whose_kickstart_does_not_render(provctl, demo_data, services):
+    """For data older than the write checks (planted here) and profiles
+    edited on disk: exit 11 and one line per failing host."""
+    from sqlalchemy import update
+
+    from provisiond import models
+
+    assert provctl("profiles", "check").stdout.endswith("3 of 3 host(s) render; 0 profile problem(s)\n")
+    with services.db.write() as session:
+        session.execute(update(models.Host).where(models.Host.serial == "SN-WEB-0001")
+                        .values(variables={"root_password_hash": "changeme"}))
+    out = provctl("profiles", "check", status=ExitStatus.CHECK_FAILED)
+    assert out.stdout.startswith("SN-WEB-0001\tprofile web_server (fragment rootpw line 1): ")
+    assert "2 of 3 host(s) render" in out.stderr
+    body = json.loads(provctl("profiles", "check", "--json", status=ExitStatus.CHECK_FAILED).stdout)
+    assert body["ok"] is False and [f["serial"] for f in body["failures"]] == ["SN-WEB-0001"]

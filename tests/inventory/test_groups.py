@@ -72,8 +72,8 @@ def test_bad_group_is_400_and_changes_nothing(client, auth, snapshot, body, fiel
 def test_edit(client, auth, snapshot):
     new_group(client, auth, name="web", description="old", priority=1, variables={"a": 1})
     body = client.patch("/api/v1/groups/web", json={"priority": 20, "variables": {"b": 2}}, headers=auth).get_json()
-    assert body == {"name": "web", "description": "old", "priority": 20, "variables": {"b": 2},
-                    "install_cap": None, "hosts": 0}
+    assert body == {"name": "web", "description": "old", "priority": 20, "variables": {"a": 1, "b": 2},
+                    "install_cap": None, "hosts": 0}  # JSON Merge Patch: the variables merge
     before = snapshot()
     assert_error(client.patch("/api/v1/groups/web", json={"name": "www"}, headers=auth), 400, "name",
                  contains="renamed")

@@ -115,3 +115,51 @@ def test_a_profile_that_extends_its_own_name_needs_one_further_down(tmp_path):
     write(tmp_path, "lonely", BASE + "extends: lonely\n")
     with pytest.raises(ProfileError, match="its own name, but no later directory"):
         ProfileStore((tmp_path, PROJECT_ROOT / "profiles")).all()
+
+
+def test_a_profile_whose_own_values_do_not_fit_its_types_is_refused(tmp_path):
+    write(tmp_path, "base", BASE + "variable_types: {a: word}\n".replace("a: word", "a: {list: word}"))
+    with pytest.raises(ProfileError, match=r"base.yaml: variables.a: expected a list of one word"):
+        ProfileStore(tmp_path).all()
+
+
+def test_types_are_inherited_and_a_child_may_redeclare_them(tmp_path):
+    write(tmp_path, "base", BASE + "variable_types: {a: integer, b: optional integer}\n")
+    write(tmp_path, "child", "extends: base\nvariables: {a: x}\nvariable_types: {a: word}\n")
+    store = ProfileStore(tmp_path)
+    assert set(store.get("child").types) == {"a", "b"}
+    assert store.get("child").types["a"].words.startswith("one word")
+    assert store.get("base").types["a"].words == "a whole number"
+
+
+def test_the_check_finds_fragments_using_undeclared_variables(tmp_path):
+    from provisiond.kickstart.check import check_profiles
+    from provisiond.kickstart.composer import Composer
+
+    fragments = tmp_path / "fragments"
+    fragments.mkdir()
+    (fragments / "header.j2").write_text("lang {{ lang }}\n# {{ host.serial }} {{ profile.name }}\n{{ motd }}\n")
+    write(tmp_path, "base", BASE.replace("variables: {a: 1, b: 1}", "variables: {lang: en}") +
+          "variable_types: {lang: word}\n")
+    store = ProfileStore(tmp_path)
+    problems = check_profiles(store, Composer(fragments, store))
+    assert [(p.profile, p.message) for p in problems] == [
+        ("base", "fragment 'header' uses variable 'motd', which the profile's variable_types do not declare")]
+
+
+def test_the_shipped_profiles_declare_every_variable_their_fragments_use():
+    from provisiond.kickstart.check import check_profiles
+    from provisiond.kickstart.composer import Composer
+
+    store = ProfileStore(PROJECT_ROOT / "profiles")
+    assert check_profiles(store, Composer(PROJECT_ROOT / "kickstart_fragments", store)) == []
+
+
+def test_a_global_variable_of_the_wrong_type_stops_start_up():
+    from provisiond.errors import ConfigError
+    from provisiond.kickstart.check import check_settings_variables
+
+    store = ProfileStore(PROJECT_ROOT / "profiles")
+    check_settings_variables({"ntp_server": "10.0.0.1", "motd": "anything"}, store)
+    with pytest.raises(ConfigError, match=r"variables.ntp_server: expected a host name or an IPv4 address"):
+        check_settings_variables({"ntp_server": "10.0.0.1 --x"}, store)

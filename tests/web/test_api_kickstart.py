@@ -78,12 +78,15 @@ def test_a_site_fragment_shadows_the_shipped_one(broken_client, auth, demo_data)
     assert "selinux --permissive  # the site's own" in text and "selinux --enforcing" not in text
 
 
-def test_injection_through_host_data_renders_literally(client, auth, demo_data):
-    response = client.patch("/api/v1/hosts/SN-WEB-0001", headers=auth,
-                            json={"owner": "{{ 7*7 }}", "variables": {"packages_extra": ["{{ 7*7 }}"]}})
+def test_injection_through_host_data_renders_literally(broken_client, auth, demo_data):
+    """A value is data, never template code: a site fragment that prints a
+    free-text variable prints the braces as they are."""
+    (broken_client.fragments / "selinux.j2").write_text("# motd: {{ motd }}\nselinux --enforcing\n")
+    response = broken_client.patch("/api/v1/hosts/SN-WEB-0001", headers=auth,
+                                   json={"owner": "{{ 7*7 }}", "variables": {"motd": "{{ 7*7 }}"}})
     assert response.status_code == 200, response.get_json()
-    text = client.get("/api/v1/hosts/SN-WEB-0001/kickstart", headers=auth).get_data(as_text=True)
-    assert "{{ 7*7 }}" in text
+    text = broken_client.get("/api/v1/hosts/SN-WEB-0001/kickstart", headers=auth).get_data(as_text=True)
+    assert "# motd: {{ 7*7 }}" in text
     assert "49" not in text
 
 
@@ -126,3 +129,22 @@ def test_oversized_body_is_413(settings, auth, services):
     response = client.post("/api/v1/import/hosts", data=b"x" * 4096, headers={**auth, "Content-Type": "text/csv"})
     assert response.status_code == 413
     assert response.get_json()["error"]
+
+
+def test_a_line_break_that_got_past_the_writes_still_never_reaches_a_kickstart(broken_client, auth, demo_data,
+                                                                             services):
+    """The last guard: a value planted in the database (not through a
+    write, which refuses it) makes the render fail with a clear 500."""
+    from sqlalchemy import update
+
+    from provisiond import models
+
+    (broken_client.fragments / "selinux.j2").write_text("# motd: {{ motd }}\nselinux --enforcing\n")
+    with services.db.write() as session:
+        session.execute(update(models.Host).where(models.Host.serial == "SN-WEB-0001")
+                        .values(variables={"motd": "hi\n%pre\nreboot\n%end"}))
+    response = broken_client.get("/api/v1/hosts/SN-WEB-0001/kickstart", headers=auth)
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["error"] == "template_error" and body["fragment"] == "selinux"
+    assert "would add a line to the kickstart" in body["message"]

@@ -1,0 +1,43 @@
+"""Group actions: add, edit (JSON Merge Patch), delete.
+
+An edit of a group's variables is checked against every member's profile
+(:mod:`provisiond.kickstart.guard`) before it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from provisiond.actions.principal import Principal
+from provisiond.inventory import groups as group_store
+from provisiond.inventory.patch import merge_patch
+from provisiond.kickstart.guard import changed
+from provisiond.services import Services
+
+
+def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> dict[str, Any]:
+    spec = group_store.parse_group(document)
+    with svc.db.write() as session:
+        group = group_store.create_group(session, spec)
+        return group_store.group_to_dict(group, 0)
+
+
+def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON Merge Patch (RFC 7396) of the group, as for hosts."""
+    with svc.db.write() as session:
+        group = group_store.get_group(session, name)
+        old_variables = dict(group.variables)
+        spec = group_store.parse_group(merge_patch(group_store.group_to_dict(group), patch))
+        members = svc.guard.members(session, [group.id])
+        before = svc.guard.variables(session, members)
+        group = group_store.update_group(session, name, spec)
+        session.flush()
+        svc.guard.check_layer(session, changed(old_variables, spec.variables), members)
+        svc.guard.check(session, before, members)
+        return group_store.group_to_dict(group, len(members))
+
+
+def delete(svc: Services, who: Principal, name: str) -> None:
+    with svc.db.write() as session:
+        group_store.delete_group(session, name)

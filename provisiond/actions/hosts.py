@@ -1,0 +1,95 @@
+"""Host actions: add, replace, edit (JSON Merge Patch), delete, import.
+
+Every write checks, in its transaction, that no affected host is left with a
+template variable its profile refuses (:mod:`provisiond.kickstart.guard`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from provisiond.actions.principal import Principal
+from provisiond.errors import Conflict
+from provisiond.install import lifecycle
+from provisiond.inventory import groups as group_store
+from provisiond.inventory import hosts as host_store
+from provisiond.inventory.fields import serial_key
+from provisiond.inventory.patch import patch_host
+from provisiond.inventory.records import HostRecord
+from provisiond.inventory.schema import host_to_dict, parse_host
+from provisiond.inventory.transfer import parse_import
+from provisiond.kickstart.guard import VariableRefused, changed
+from provisiond.services import Services
+
+
+def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> HostRecord:
+    spec, password = parse_host(document, svc.profiles.names())
+    with svc.db.write() as session:
+        host = host_store.create_host(session, spec, password, svc.vault)
+        svc.guard.check(session, {}, [host.id])
+        return host_store.to_record(host)
+
+
+def replace(svc: Services, who: Principal, serial: str, document: Mapping[str, Any]) -> HostRecord:
+    """PUT: the whole document (the BMC password kept unless it names one)."""
+    spec, password = parse_host({"serial": serial, **document}, svc.profiles.names())
+    with svc.db.write() as session:
+        host = host_store.get_host(session, serial)
+        before = svc.guard.variables(session, [host.id])
+        host = host_store.update_host(session, serial, spec, password, svc.vault)
+        svc.guard.check(session, before, [host.id])
+        return host_store.to_record(host)
+
+
+def edit(svc: Services, who: Principal, serial: str, patch: Mapping[str, Any]) -> HostRecord:
+    """PATCH: a JSON Merge Patch of the host document (RFC 7396), read,
+    merged and written in one transaction, so no concurrent edit is lost."""
+    with svc.db.write() as session:
+        current = host_to_dict(host_store.load_record(session, serial))
+        if current["bmc"]:
+            current["bmc"].pop("password_set")
+        spec, password = parse_host(patch_host(current, patch), svc.profiles.names())
+        host = host_store.get_host(session, serial)
+        before = svc.guard.variables(session, [host.id])
+        host = host_store.update_host(session, serial, spec, password, svc.vault)
+        svc.guard.check(session, before, [host.id])
+        return host_store.to_record(host)
+
+
+def delete(svc: Services, who: Principal, serial: str, force: bool = False) -> None:
+    """Protected hosts and hosts with an install under way need ``force``."""
+    with svc.db.write() as session:
+        host = host_store.get_host(session, serial)
+        if host.protected and not force:
+            raise Conflict(f"host {host.serial} is protected; delete it with force=true if you mean it")
+        if lifecycle.active_install(session, host.id) is not None and not force:
+            raise Conflict(f"host {host.serial} is {host.state} with an install under way; cancel it first")
+        host_store.delete_host(session, host.serial)
+
+
+def import_file(svc: Services, who: Principal, text: str, filename: str, fmt: str) -> dict[str, int]:
+    """Upsert the groups and hosts of a YAML/JSON/CSV file, all or nothing."""
+    parsed = parse_import(text, filename, fmt, svc.profiles.names())
+    with svc.db.write() as session:
+        existing = host_store.existing_ids(session, [row.spec.serial for row in parsed.hosts])
+        groups = [group_store.existing_id(session, group.name) for group in parsed.groups]
+        touched = [*existing, *svc.guard.members(session, [g for g in groups if g is not None])]
+        before = svc.guard.variables(session, touched)
+        old_variables = {g.name: dict(g.variables) for g in map(lambda s: group_store.find(session, s.name),
+                                                                  parsed.groups) if g is not None}
+        upserted = [group_store.upsert_group(session, group) for group in parsed.groups]
+        session.flush()
+        result = host_store.import_hosts(session, parsed.hosts, svc.vault, filename)
+        imported = host_store.existing_ids(session, [row.spec.serial for row in parsed.hosts])
+        members = svc.guard.members(session, [group.id for group in upserted])
+        try:
+            for group in upserted:
+                svc.guard.check_layer(session, changed(old_variables.get(group.name, {}), group.variables),
+                                      svc.guard.members(session, [group.id]))
+            svc.guard.check(session, before, [*imported, *members])
+        except VariableRefused as refused:  # say where, when the host is one of the file's
+            row = next((row for row in parsed.hosts if serial_key(row.spec.serial) == serial_key(refused.serial)),
+                       None)
+            raise (refused.at(row.location) if row is not None else refused) from None
+    return {"created": result.created, "updated": result.updated, "groups": len(parsed.groups)}
