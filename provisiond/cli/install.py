@@ -478,9 +478,18 @@ def _utc(value: str | None) -> str | None:
 def _queue_place(queue: Mapping[str, Any], serial: str) -> str | None:
     for waiter in queue["waiting"]:
         if waiter["serial"] == serial:
-            place = "stale (the installer stopped asking)" if waiter.get("stale") else f"position {waiter['position']}"
-            return f"{place}, waiting {duration(waiter['waiting_seconds'])}"
+            return f"{_place(waiter)}, waiting {duration(waiter['waiting_seconds'])}"
     return None
+
+
+def _place(waiter: Mapping[str, Any]) -> str:
+    """Where a waiter stands, in words: which cap holds it, and its place in that cap's queue."""
+    if waiter.get("stale"):
+        return "stale (the installer stopped asking)"
+    if waiter.get("next"):
+        return "next (its caps have room)"
+    cap = f"group {waiter['held_by']}'s cap" if waiter.get("held_by") else "the global cap"
+    return f"position {waiter['position']} for {cap}"
 
 
 @click.command("queue")
@@ -496,14 +505,16 @@ def queue(api: ApiClient, as_json: bool) -> None:
     if as_json:
         echo_json(body)
         return
+    group_caps = [f"{c['group']} {c['in_use']} of {c['cap']}" for c in body.get("caps", []) if c.get("group")]
     echo_fields([("install slots", f"{body['in_use']} of {body['cap']} in use"),
+                 *([("group caps", group_caps)] if group_caps else []),
                  ("installing", body["installing"]),
                  ("waiting", len(body["waiting"]))])
     if body["waiting"]:
         click.echo()
-        echo_table(("POSITION", "SERIAL", "WAITING", "QUEUED-AT", "STALE"), [
-            (w.get("position"), w["serial"], duration(w.get("waiting_seconds") or 0), when(w.get("queued_at")),
-             bool(w.get("stale")))
+        echo_table(("POSITION", "CAP", "SERIAL", "WAITING", "QUEUED-AT", "STALE"), [
+            (w.get("position"), "-" if w.get("stale") or w.get("next") else (w.get("held_by") or "global"),
+             w["serial"], duration(w.get("waiting_seconds") or 0), when(w.get("queued_at")), bool(w.get("stale")))
             for w in body["waiting"]
         ])
 

@@ -250,7 +250,8 @@ class Lifecycle:
 
         1. one read-only statement answers a poll when that is the whole
            answer: the installer already has its slot, or it is queued, the
-           global cap is full and its heartbeat (``last_seen_at``) is recent;
+           global cap is full and its heartbeat (``last_seen_at``) is recent
+           (when groups have caps of their own, three more reads weigh them);
         2. a wait to record (joining the queue, or a heartbeat) is a short
            transaction without the cap's lock: the "wait" read in 1 can only
            be stale in the waiter's disfavour, and a compare-and-set guards
@@ -259,10 +260,9 @@ class Lifecycle:
            counts read after taking it, and the lock is held for the decision
            and its writes only.
         """
-        seen = db.ask(lambda connection: self._slot_poll(connection, token, now))
+        seen, waiting = db.ask(lambda connection: self._read_only_answer(connection, token, now))
         if seen.state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
-        waiting = slots.still_waiting(seen, self.limits)
         if waiting is not None:
             if seen.state == HostState.QUEUED and not self._heartbeat_due(seen, now):
                 return waiting
@@ -282,6 +282,16 @@ class Lifecycle:
         if decision.granted:
             self._fire(db, "on-installing", seen.host_id, HostState.INSTALLING, None)
         return decision
+
+    def _read_only_answer(self, connection: Connection, token: str,
+                          now: dt.datetime) -> tuple[slots.Poll, slots.SlotDecision | None]:
+        """The poll, and "wait" when reads alone can say so (None: it may be
+        granted, which is decided under the lock)."""
+        seen = self._slot_poll(connection, token, now)
+        waiting = slots.still_waiting(seen, self.limits)
+        if waiting is None and seen.capped and seen.state != HostState.INSTALLING:
+            waiting = slots.standing(connection, seen, self.limits)
+        return seen, waiting
 
     def warm_up(self, db: Database) -> None:
         """What a fresh worker does before its first request: open this

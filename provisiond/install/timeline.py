@@ -44,18 +44,29 @@ def install_to_dict(install: models.Install) -> dict[str, Any]:
 
 
 def queue_view(session: Session, now: dt.datetime, limits: slots.Limits) -> dict[str, Any]:
+    """The caps with their slots in use, the hosts installing, and the
+    waiting hosts in arrival order, each with the cap that holds it and its
+    place in that cap's queue (``held_by`` null: the global cap; a waiter
+    whose caps all have room is next to be granted, ``held_by`` absent)."""
     installing = session.scalars(
         select(models.Host.serial).where(models.Host.state == HostState.INSTALLING.value).order_by(models.Host.serial)
     ).all()
+    queued, caps = slots.queue(session, now, limits)
+    names = {row.id: row.name for row in session.execute(select(models.Group.id, models.Group.name))}
     waiting = []
-    position = 0
-    for serial, queued_at, stale in slots.queue(session, now, limits.stale_seconds):
-        if not stale:
-            position += 1
-        waiting.append({"serial": serial, "position": None if stale else position, "stale": stale,
-                        "queued_at": queued_at.isoformat() if queued_at else None,
-                        "waiting_seconds": int((now - queued_at).total_seconds()) if queued_at else 0})
-    return {"cap": limits.cap, "in_use": len(installing), "installing": list(installing), "waiting": waiting}
+    for entry in queued:
+        item: dict[str, Any] = {"serial": entry.serial, "stale": entry.stale, "position": None,
+                                "queued_at": entry.queued_at.isoformat(),
+                                "waiting_seconds": int((now - entry.queued_at).total_seconds())}
+        if entry.standing is not None and entry.standing.eligible:
+            item.update(position=0, next=True)
+        elif entry.standing is not None:
+            item.update(position=entry.standing.position,
+                        held_by=None if entry.standing.held_by is None else names[entry.standing.held_by])
+        waiting.append(item)
+    return {"cap": limits.cap, "in_use": len(installing), "installing": list(installing),
+            "caps": [{"group": cap.group, "cap": cap.cap, "in_use": cap.in_use} for cap in caps],
+            "waiting": waiting}
 
 
 def status_view(session: Session, now: dt.datetime, limits: slots.Limits) -> dict[str, Any]:

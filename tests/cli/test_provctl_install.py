@@ -390,9 +390,9 @@ def test_queue_and_status_with_a_waiting_host(settings, services, admin_token, h
 
         shown = provctl("queue").stdout.splitlines()
         assert shown[:3] == ["install slots  1 of 1 in use", "installing     712DM2Y", "waiting        1"]
-        assert shown[4].split() == ["POSITION", "SERIAL", "WAITING", "QUEUED-AT", "STALE"]
+        assert shown[4].split() == ["POSITION", "CAP", "SERIAL", "WAITING", "QUEUED-AT", "STALE"]
         row = shown[5].split()
-        assert row[:2] == ["1", "SN-WEB-0001"] and re.fullmatch(r"\d+s", row[2]) and row[-1] == "no"
+        assert row[:3] == ["1", "global", "SN-WEB-0001"] and re.fullmatch(r"\d+s", row[3]) and row[-1] == "no"
         body = json.loads(provctl("queue", "--json").stdout)
         assert body["cap"] == 1 and body["in_use"] == 1 and body["installing"] == ["712DM2Y"]
         assert [(w["serial"], w["position"], w["stale"]) for w in body["waiting"]] == [("SN-WEB-0001", 1, False)]
@@ -403,7 +403,7 @@ def test_queue_and_status_with_a_waiting_host(settings, services, admin_token, h
         assert json.loads(provctl("status", "--json").stdout)["states"]["queued"] == 1
         waiting = provctl("status", "SN-WEB-0001").stdout
         assert "state         queued\n" in waiting
-        assert re.search(r"^queue         position 1, waiting \d+s$", waiting, re.M)
+        assert re.search(r"^queue         position 1 for the global cap, waiting \d+s$", waiting, re.M)
         assert re.search(r"^queued        \d{4}-.* UTC$", waiting, re.M) and "slot granted  -\n" in waiting
 
         # The slot frees: the waiter gets it on its next request.

@@ -275,7 +275,7 @@ def test_group_cap_holds_a_rack_back(client, auth, demo_data, arm, services):
         answers.append(client.post(f"/install/{token}/slot"))
     assert answers[0].status_code == 200
     assert answers[1].status_code == 429
-    assert answers[1].get_json()["message"] == "install limit 1 of group rack-a1 reached: position 1, retry in 1 s"
+    assert answers[1].get_json()["message"] == "install limit 1 of group rack-a1 reached: position 1 in rack-a1, retry in 1 s"
     client.post(f"/install/{first}/done")
     assert client.post(f"/install/{second}/slot").status_code == 200
 
