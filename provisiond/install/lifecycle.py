@@ -233,8 +233,10 @@ class Lifecycle:
         for attribute, value in verdict.learned.items():
             setattr(host, attribute, value)
         learned = f"; learned {', '.join(sorted(verdict.learned))} from the report" if verdict.learned else ""
+        memory = (f"{report.memory_mib or '?'} MiB "
+                  f"{'installed' if report.memory_source == 'smbios' else 'of MemTotal'}")
         message = (f"hardware matches the data source: serial {report.serial}, {report.cpus or '?'} CPUs, "
-                   f"{report.memory_mib or '?'} MiB, {len(report.disks)} disk(s){learned}")
+                   f"{memory}, {len(report.disks)} disk(s){learned}")
         if state == HostState.BOOTING:
             self._move(session, host, install, {HostState.BOOTING}, HostState.VERIFYING, None, "hardware",
                        message, now, data)
@@ -495,7 +497,8 @@ def _hook_call(connection: Session | Connection, hook: str, host_id: int, state:
 def _report_data(report: HardwareReport) -> dict[str, Any]:
     return {
         "serial": report.serial, "manufacturer": report.manufacturer, "model": report.model,
-        "cpus": report.cpus, "memory_mib": report.memory_mib, "boot_mac": report.boot_mac,
+        "cpus": report.cpus, "memory_mib": report.memory_mib, "memory_source": report.memory_source,
+        "memtotal_mib": report.memtotal_mib, "boot_mac": report.boot_mac,
         "disks": [{"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in report.disks],
         "nics": [{"mac": n.mac, "name": n.name, "link": n.link} for n in report.nics],
     }

@@ -16,9 +16,20 @@ from provisiond.errors import ValidationError
 from provisiond.inventory import fields
 from provisiond.inventory.records import Disk, HostRecord
 
-#: Reported memory may be this much below or above the expected size: the
-#: kernel reserves some, and vendors round.
+#: ``memory_mib`` in the data source is the installed physical memory (the
+#: sum of the memory devices the firmware lists, as ``dmidecode -t 17``
+#: shows them). An installer that could read those (SMBIOS) reports that sum,
+#: which may differ from the record by this much (GB written for GiB,
+#: vendors' rounding).
 MEMORY_TOLERANCE = 0.05
+#: An installer that could not reports the kernel's MemTotal, which is less
+#: than what is installed: the kernel's own code and page tables and the
+#: firmware's reservations take 4-10 % on small machines (1024 MiB shows as
+#: 960, 512 as 457) and 1-3 % on large ones. Accepted: from (1 - this) x the
+#: expected size minus MEMTOTAL_RESERVE_MIB, up to the tolerance above it.
+MEMTOTAL_SHORTFALL = 0.04
+MEMTOTAL_RESERVE_MIB = 128
+MEMORY_SOURCES = ("smbios", "meminfo")
 #: Disk sizes may differ this much (GB vs GiB, vendor rounding).
 DISK_TOLERANCE = 0.05
 
@@ -40,9 +51,16 @@ class HardwareReport:
     disks: tuple[Disk, ...]
     nics: tuple[ReportedNic, ...]
     boot_mac: str | None
+    #: Where memory_mib comes from: "smbios" (installed, as the firmware
+    #: lists it) or "meminfo" (the kernel's MemTotal; also when an older
+    #: kickstart did not say).
+    memory_source: str = "meminfo"
+    #: The kernel's MemTotal, for the timeline.
+    memtotal_mib: int | None = None
 
 
-REPORT_KEYS = frozenset({"serial", "manufacturer", "model", "cpus", "memory_mib", "disks", "nics", "boot_mac"})
+REPORT_KEYS = frozenset({"serial", "manufacturer", "model", "cpus", "memory_mib", "memory_source", "memtotal_mib",
+                         "disks", "nics", "boot_mac"})
 
 
 def parse_report(data: Mapping[str, Any]) -> HardwareReport:
@@ -61,7 +79,17 @@ def parse_report(data: Mapping[str, Any]) -> HardwareReport:
         disks=tuple(_disk(d, i) for i, d in enumerate(_list(data.get("disks"), "disks"))),
         nics=tuple(_nic(n, i) for i, n in enumerate(_list(data.get("nics"), "nics"))),
         boot_mac=None if not data.get("boot_mac") else fields.mac(data["boot_mac"], "boot_mac"),
+        memory_source=_memory_source(data.get("memory_source")),
+        memtotal_mib=_opt_int(data.get("memtotal_mib"), "memtotal_mib", 1, 1 << 40),
     )
+
+
+def _memory_source(value: Any) -> str:
+    if value in (None, ""):
+        return "meminfo"
+    if value not in MEMORY_SOURCES:
+        raise ValidationError("memory_source", f"expected one of {', '.join(MEMORY_SOURCES)}")
+    return str(value)
 
 
 def _opt_int(value: Any, field: str, low: int, high: int) -> int | None:
@@ -153,9 +181,16 @@ def _check_memory(record: HostRecord, report: HardwareReport) -> list[str]:
         return []
     if report.memory_mib is None:
         return ["memory: the machine did not report it"]
-    if abs(report.memory_mib - expected) > expected * MEMORY_TOLERANCE:
-        return [f"memory: the machine has {report.memory_mib} MiB, the data source expects {expected} MiB "
-                f"(±{MEMORY_TOLERANCE:.0%})"]
+    high = expected * (1 + MEMORY_TOLERANCE)
+    if report.memory_source == "smbios":
+        low, allowed = expected * (1 - MEMORY_TOLERANCE), f"±{MEMORY_TOLERANCE:.0%}"
+        seen = f"{report.memory_mib} MiB installed"
+    else:
+        low = expected * (1 - MEMTOTAL_SHORTFALL) - MEMTOTAL_RESERVE_MIB
+        allowed = f"MemTotal from {low:.0f} to {high:.0f} MiB"
+        seen = f"{report.memory_mib} MiB of MemTotal (the firmware's memory list was not readable)"
+    if not low <= report.memory_mib <= high:
+        return [f"memory: the machine has {seen}, the data source expects {expected} MiB ({allowed})"]
     return []
 
 
@@ -189,7 +224,9 @@ def _learned(record: HostRecord, report: HardwareReport) -> dict[str, Any]:
         learned["model"] = report.model
     if record.cpus is None and report.cpus:
         learned["expected_cpus"] = report.cpus
-    if record.memory_mib is None and report.memory_mib:
+    if record.memory_mib is None and report.memory_mib and report.memory_source == "smbios":
+        # Only what is installed: MemTotal is less, and learning it would
+        # fail the next installer that reads the firmware's list.
         learned["expected_memory_mib"] = report.memory_mib
     if record.disks is None and report.disks:
         learned["expected_disks"] = [{"name": d.name, "size_gb": d.size_gb, "model": d.model} for d in report.disks]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from provisiond.config import Settings, load_settings
@@ -35,11 +35,21 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     return app
 
 
+def _wants_a_line() -> bool:
+    """An installer endpoint asked for ``Accept: text/plain`` (its answers
+    are one line for the console, errors too)."""
+    accept = request.headers.get("Accept", "")
+    return (request.blueprint == "installer" and "text/plain" in accept
+            and "application/json" not in accept)
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProvisiondError)
     def provisiond_error(exc: ProvisiondError):  # type: ignore[no-untyped-def]
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
+        if _wants_a_line():  # an installer's shell prints it on the console
+            return Response(exc.message + "\n", status=exc.status, mimetype="text/plain")
         response = jsonify(exc.to_json())
         response.status_code = exc.status
         if exc.status == 401:

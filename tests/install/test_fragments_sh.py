@@ -27,6 +27,18 @@ def sections(kickstart: str) -> dict[str, str]:
     return found
 
 
+def smbios_memory_device(size_mib: int) -> bytes:
+    """An SMBIOS type 17 (Memory Device) structure as /sys/firmware/dmi shows
+    it: Size at 0x0C in MB (0x7FFF: see the Extended Size at 0x1C), two
+    strings after it."""
+    size = size_mib if size_mib < 0x7FFF else 0x7FFF
+    fixed = bytearray(0x28)
+    fixed[0], fixed[1] = 17, 0x28
+    fixed[12:14] = size.to_bytes(2, "little")
+    fixed[0x1C:0x20] = (size_mib if size == 0x7FFF else 0).to_bytes(4, "little")
+    return bytes(fixed) + b"DIMM A1\x00Bank 0\x00\x00"
+
+
 @pytest.fixture
 def machine(tmp_path: Path):
     """A fake sysfs for the installer: returns (root, run(script) -> CompletedProcess)."""
@@ -34,8 +46,15 @@ def machine(tmp_path: Path):
     require(shutil.which("unshare") is not None and shutil.which("curl") is not None, "needs unshare and curl")
     root = tmp_path / "sys"
 
-    def describe(serial: str, mac: str = MAC, disk_gb: int = 600) -> None:
+    def describe(serial: str, mac: str = MAC, disk_gb: int = 600, dimms_mib: tuple[int, ...] = ()) -> None:
+        """``dimms_mib``: the memory devices the firmware lists (SMBIOS type
+        17 entries; 0 is an empty slot); none: the installer cannot read them."""
         shutil.rmtree(root, ignore_errors=True)
+        entries = root / "firmware" / "dmi" / "entries"
+        entries.mkdir(parents=True)
+        for index, size in enumerate(dimms_mib):
+            (entries / f"17-{index}").mkdir()
+            (entries / f"17-{index}" / "raw").write_bytes(smbios_memory_device(size))
         dmi = root / "class" / "dmi" / "id"
         dmi.mkdir(parents=True)
         (dmi / "product_serial").write_text(serial + "\n")
@@ -53,11 +72,15 @@ def machine(tmp_path: Path):
         (disk / "size").write_text(f"{disk_gb * 1000 ** 3 // 512}\n")
         (disk / "device" / "model").write_text("PERC H700\n")
 
+    installer_tmp = tmp_path / "installer-tmp"  # the installer's /tmp: shared by its sections, by no one else
+    installer_tmp.mkdir()
+
     def start(script: str) -> subprocess.Popen[str]:
-        path = tmp_path / "section.sh"
-        path.write_text(script)
+        (installer_tmp / "section.sh").write_text(script)
         wrapper = (f"mount -t tmpfs none /sys/class && cp -a {root}/class/. /sys/class/ && "
-                   f"mount --bind {root}/block /sys/block && exec sh {path}")
+                   f"mount --bind {root}/block /sys/block && mount -t tmpfs none /sys/firmware && "
+                   f"cp -a {root}/firmware/. /sys/firmware/ && mount --bind {installer_tmp} /tmp && "
+                   "exec sh /tmp/section.sh")
         return subprocess.Popen(["unshare", "--mount", "sh", "-c", wrapper], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
 
@@ -67,6 +90,7 @@ def machine(tmp_path: Path):
         return subprocess.CompletedProcess(process.args, process.returncode, output, output)
 
     describe.start = start  # type: ignore[attr-defined]
+    describe.tmp = installer_tmp  # type: ignore[attr-defined]  (what the sections see as /tmp)
     return describe, run
 
 
@@ -103,16 +127,17 @@ def server(settings, services, client, demo_data, auth):
 
 def test_pre_and_post_run_the_whole_install(server, services, auth, machine):
     describe, run = machine
-    describe("712DM2Y")
+    describe("712DM2Y", dimms_mib=(32768, 0, 16384, 512))
     token, parts = fetch_kickstart(server, services, auth)
     assert set(parts) == {"pre", "pre2", "post", "onerror"}  # pre2: bmc-network (the demo site sets bmc_netmask)
     pre = run(parts["pre"])
     assert pre.returncode == 0, pre.stdout + pre.stderr
     assert "provisiond: reporting hardware: serial 712DM2Y" in pre.stdout
+    assert "MiB (smbios)" in pre.stdout
     assert "provisiond: install slot granted" in pre.stdout
     assert state(server, auth) == ("installing", None)
     host = requests.get(f"{server.url}/api/v1/hosts/712DM2Y", headers=auth).json()
-    assert host["hardware"]["memory_mib"] > 0  # learned from /proc/meminfo
+    assert host["hardware"]["memory_mib"] == 32768 + 16384 + 512  # learned: what the firmware lists
     post = run(parts["post"])
     assert post.returncode == 0, post.stderr
     assert state(server, auth) == ("installed", None)
@@ -193,14 +218,14 @@ def test_bmc_network_sets_the_local_bmc_and_reports_it(server, services, auth, m
     describe("712DM2Y")
     _token, parts = fetch_kickstart(server, services, auth)
     assert "oob" in parts["pre2"]
-    tools = tmp_path / "bin"
+    tools = describe.tmp / "bin"  # /tmp/bin to the section
     tools.mkdir()
-    calls = tmp_path / "ipmitool.calls"
-    (tools / "ipmitool").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    calls = describe.tmp / "ipmitool.calls"
+    (tools / "ipmitool").write_text("#!/bin/sh\necho \"$*\" >> /tmp/ipmitool.calls\n")
     (tools / "ipmitool").chmod(0o755)
     (tools / "modprobe").write_text("#!/bin/sh\nexit 1\n")  # never load real modules from a test
     (tools / "modprobe").chmod(0o755)
-    done = run(f"PATH={tools}:$PATH\n" + parts["pre2"])
+    done = run("PATH=/tmp/bin:$PATH\n" + parts["pre2"])
     assert done.returncode == 0, done.stdout
     said = "oob: set BMC channel 1 to 192.168.0.10/255.255.255.0 gateway 192.168.0.1"
     assert f"provisiond: {said}" in done.stdout
@@ -211,6 +236,80 @@ def test_bmc_network_sets_the_local_bmc_and_reports_it(server, services, auth, m
     assert events[-1]["message"] == said
 
     (tools / "ipmitool").write_text("#!/bin/sh\nexit 1\n")  # no local BMC answers
-    absent = run(f"PATH={tools}:$PATH\n" + parts["pre2"])
+    absent = run("PATH=/tmp/bin:$PATH\n" + parts["pre2"])
     assert absent.returncode == 0  # optional: the install goes on
     assert "provisiond: oob: no local BMC answers on channel 1: BMC left as it is" in absent.stdout
+
+
+def test_memory_falls_back_to_memtotal_with_a_tolerance(server, services, client, auth, machine):
+    """No SMBIOS memory list: the kernel's MemTotal is reported, and a record
+    of the installed size (MemTotal rounded up to whole GiB here) passes."""
+    describe, run = machine
+    describe("712DM2Y")  # no memory devices listed
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    installed = -(-mem_kib // (1024 * 1024)) * 1024
+    client.patch("/api/v1/hosts/712DM2Y", json={"hardware": {"memory_mib": installed}}, headers=auth)
+    _token, parts = fetch_kickstart(server, services, auth)
+    pre = run(parts["pre"])
+    assert pre.returncode == 0, pre.stdout
+    assert f"MiB (meminfo)" in pre.stdout
+    events = requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"]
+    assert "MiB of MemTotal" in next(e["message"] for e in events if e["kind"] == "hardware")
+
+
+def test_pre_reports_through_a_server_restart(server, services, settings, auth, machine):
+    """provisiond down when %pre reports: the report is retried (it used to
+    halt the install with "hardware check failed (000)")."""
+    describe, run = machine
+    describe("712DM2Y")
+    _token, parts = fetch_kickstart(server, services, auth)
+    server.stop()
+    process = describe.start(parts["pre"].replace("sleep 5", "sleep 1"))
+    restarted = None
+    try:
+        time.sleep(3)  # the installer finds nobody home a few times
+        restarted = LiveServer(settings, port=server.port, PROVISIOND_INSTALL_CAP="1",
+                               PROVISIOND_SLOT_RETRY_SECONDS="1")
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        try:
+            assert process.returncode == 0, output
+            assert "provisiond: hardware report failed (000): provisiond unreachable, retry 1 of 60 in 5 s" in output
+            assert output.index("unreachable") < output.index("install slot granted")
+            assert state(restarted or server, auth) == ("installing", None)
+        finally:
+            if restarted is not None:
+                restarted.stop()
+
+
+def test_onerror_sends_the_cause_the_installer_saw(server, services, auth, machine):
+    describe, run = machine
+    describe("712DM2Y", mac="00:00:00:00:00:00")  # a report provisiond refuses (400)
+    _token, parts = fetch_kickstart(server, services, auth)
+    pre = run(parts["pre"])
+    assert pre.returncode == 1
+    assert "provisiond: hardware report refused (400): " in pre.stdout
+    onerror = run(parts["onerror"])
+    assert onerror.returncode == 0, onerror.stdout
+    assert "provisiond: failure reported: hardware report refused (400): " in onerror.stdout
+    assert state(server, auth) == ("failed", "installer_error")
+    events = requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"]
+    assert ("installer reported failure: hardware report refused (400): nics[0].mac: '00:00:00:00:00:00' is the "
+            "all-zero MAC") in events[-1]["message"]
+
+
+def test_onerror_after_a_hardware_mismatch_says_so_and_calls_nobody(server, services, auth, machine):
+    """provisiond ended the install and revoked the token: %onerror has
+    nothing to add (it used to call the dead token and print a JSON 404)."""
+    describe, run = machine
+    describe("712DM2X")
+    _token, parts = fetch_kickstart(server, services, auth)
+    assert run(parts["pre"]).returncode == 1
+    before = requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"]
+    onerror = run(parts["onerror"])
+    assert onerror.returncode == 0
+    assert onerror.stdout.strip() == ("provisiond: the install was ended by provisiond; the reason is on its "
+                                      "timeline (provctl log)")
+    assert requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"] == before
+    assert state(server, auth) == ("failed", "hw_mismatch")

@@ -142,7 +142,7 @@ def test_report_learns_what_the_record_lacks(client, auth, demo_data, arm):
     token = arm(serial)
     client.get(f"/install/{token}/ks")
     report = {"serial": serial, "manufacturer": "QEMU", "model": "Standard PC", "cpus": 2, "memory_mib": 2000,
-              "boot_mac": "52:54:00:00:00:02", "disks": [{"name": "vda", "size_gb": 10}], "nics": []}
+              "memory_source": "smbios", "boot_mac": "52:54:00:00:00:02", "disks": [{"name": "vda", "size_gb": 10}], "nics": []}
     assert client.post(f"/install/{token}/pre-report", json=report).status_code == 200
     hardware = client.get(f"/api/v1/hosts/{serial}", headers=auth).get_json()["hardware"]
     assert hardware == {"manufacturer": "QEMU", "model": "Standard PC", "cpus": 2, "memory_mib": 2000,

@@ -55,7 +55,7 @@ def test_without_boot_mac_some_nic_must_belong():
 
 
 def test_unset_expectations_are_learned_not_checked():
-    verdict = compare(record(cpus=None, memory_mib=None, disks=None), report(cpus=3, memory_mib=100))
+    verdict = compare(record(cpus=None, memory_mib=None, disks=None), report(cpus=3, memory_mib=100, memory_source="smbios"))
     assert verdict.ok
     assert verdict.learned["expected_cpus"] == 3
     assert verdict.learned["expected_memory_mib"] == 100
@@ -84,3 +84,35 @@ def test_bad_reports_name_the_field(body, field):
     with pytest.raises(ValidationError) as info:
         parse_report(body)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(("expected", "reported", "source", "ok"), [
+    (1024, 960, "meminfo", True),      # the 1 GiB machine: MemTotal is 6 % short
+    (512, 457, "meminfo", True),       # and 512 MiB: 11 % short
+    (65536, 64300, "meminfo", True),
+    (65536, 61440, "meminfo", False),  # 64 GiB with a 4 GiB DIMM missing
+    (1024, 600, "meminfo", False),
+    (1024, 1100, "meminfo", False),    # more than is installed cannot be MemTotal
+    (512, 512, "smbios", True),
+    (65536, 65536, "smbios", True),
+    (64000, 65536, "smbios", True),    # recorded in GB, installed in GiB
+    (1024, 960, "smbios", False),      # a DIMM list is exact: 960 installed is not 1 GiB
+    (65536, 61440, "smbios", False),
+])
+def test_memory_is_compared_with_what_is_installed(expected, reported, source, ok):
+    verdict = compare(record(memory_mib=expected), report(memory_mib=reported, memory_source=source))
+    assert verdict.ok == ok, verdict.differences
+    if not ok:
+        assert ("installed" if source == "smbios" else "MemTotal") in verdict.differences[0]
+
+
+def test_an_older_kickstart_without_a_source_is_read_as_memtotal():
+    assert compare(record(memory_mib=1024), report(memory_mib=960)).ok
+
+
+def test_memory_is_learned_only_from_the_firmwares_list():
+    assert compare(record(memory_mib=None), report(memory_mib=512, memory_source="smbios")).learned[
+        "expected_memory_mib"] == 512
+    assert "expected_memory_mib" not in compare(record(memory_mib=None), report(memory_mib=457)).learned
+    with pytest.raises(ValidationError, match="memory_source"):
+        report(memory_source="guess")
