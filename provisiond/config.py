@@ -54,6 +54,11 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_workers: int = 2
+    #: ``ADDRESS:PORT`` on the provisioning network: the boot endpoints (iPXE
+    #: scripts, kernels, installer callbacks) are served there, and only
+    #: there, apart from the admin API on http_host:http_port. Empty: one
+    #: listener serves both.
+    boot_listen: str = ""
     #: The URL installers use to reach this server (rendered into kickstarts,
     #: boot entries and DHCP answers). Empty: derived from http_host and
     #: http_port (netboot_address when http_host listens on every address),
@@ -249,6 +254,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
         if key == "public_url" and value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: {value!r} must start with http:// or https://")
+        if key == "boot_listen" and value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{where}: {value!r} is not ADDRESS:PORT (e.g. 10.0.0.1:8080)")
         if key == "database_url" and value and "://" not in value:
             raise ConfigError(f"{where}: {value!r} is not a database URL (e.g. postgresql://user@host/db)")
         return value.upper() if key == "log_level" else value
@@ -295,11 +304,15 @@ def _finish(settings: Settings, given: set[str]) -> Settings:
 
 
 def derived_public_url(settings: Settings) -> str:
-    """``http://<http_host>:<http_port>``; when http_host is a wildcard,
-    the netboot address (else 127.0.0.1) names the server."""
-    host = settings.http_host
+    """Where installers reach provisiond: the boot listener when there is
+    one, else ``http://<http_host>:<http_port>``; a wildcard address is
+    named by the netboot address (else 127.0.0.1)."""
+    host, port = settings.http_host, settings.http_port
+    if settings.boot_listen:
+        address, _, listen_port = settings.boot_listen.rpartition(":")
+        host, port = address.strip("[]"), int(listen_port)
     if host in _WILDCARDS:
         host = settings.netboot_address or "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{settings.http_port}"
+    return f"http://{host}:{port}"

@@ -156,6 +156,9 @@ class Install(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     armed_by: Mapped[str | None] = mapped_column(String(64))
     booted_mac: Mapped[str | None] = mapped_column(String(17))
+    #: The address the first %pre report came from: later installer calls
+    #: with this token from anywhere else are refused as a wrong token is.
+    bound_address: Mapped[str | None] = mapped_column(String(45))
     #: First slot request, for first-come first-served queueing.
     queued_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
     #: Last slot request of a waiting installer; long-silent waiters lose their place.

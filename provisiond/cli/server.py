@@ -288,7 +288,7 @@ def _client_url(settings: Settings) -> str:
     """Where provctl on this machine reaches the admin API."""
     from provisiond.config import derived_public_url
 
-    return derived_public_url(dataclasses.replace(settings, netboot_address=""))
+    return derived_public_url(dataclasses.replace(settings, netboot_address="", boot_listen=""))
 
 
 def _write_provctl_config(url: str, token: str) -> None:

@@ -194,11 +194,14 @@ class Lifecycle:
     # ---------------------------------------------------------- installer side
 
     def find_install(self, session: Session, token: str, now: dt.datetime, *,
-                     finished_ok: bool = False) -> models.Install:
-        """The install a token belongs to. Anything wrong is a bare 404."""
+                     finished_ok: bool = False, client: str | None = None) -> models.Install:
+        """The install a token belongs to. Anything wrong is a bare 404: an
+        unknown, expired or used token, or (``client``) a call from another
+        address than the one the install's first hardware report came from."""
         install = session.scalar(_INSTALL_BY_TOKEN, {"token_hash": hash_token(token)})
         if install is None:
             raise NotFound("not found")
+        _check_bound(install.bound_address, client, install.host.serial)
         if install.active and install.expires_at > now:
             return install
         if finished_ok and install.outcome == "installed":
@@ -216,7 +219,7 @@ class Lifecycle:
                    f"installer fetched its kickstart again from {client or 'unknown'}", now)
 
     def report_hardware(self, session: Session, install: models.Install, report: HardwareReport,
-                        now: dt.datetime) -> Verdict:
+                        now: dt.datetime, client: str | None = None) -> Verdict:
         host = install.host
         state = HostState(host.state)
         if state not in (HostState.BOOTING, HostState.VERIFYING):
@@ -224,6 +227,8 @@ class Lifecycle:
                                     "kickstart and before the slot request")
         verdict = compare(to_record(host), report)
         install.booted_mac = report.boot_mac
+        if install.bound_address is None:
+            install.bound_address = client  # from now on its token works from this machine only
         data = {"reported": _report_data(report)}
         if not verdict.ok:
             _event(session, host.id, install.id, "hardware", "hardware mismatch: " + "; ".join(verdict.differences),
@@ -244,7 +249,8 @@ class Lifecycle:
             _event(session, host.id, install.id, "hardware", message, now, data)
         return verdict
 
-    def request_slot(self, db: Database, token: str, now: dt.datetime) -> slots.SlotDecision:
+    def request_slot(self, db: Database, token: str, now: dt.datetime,
+                     client: str | None = None) -> slots.SlotDecision:
         """Grant a slot or say where in the queue the installer waits: the
         slot endpoint's whole work. It is the hot path (every poll of every
         waiting installer), so it runs Core statements on this thread's kept
@@ -262,7 +268,7 @@ class Lifecycle:
            counts read after taking it, and the lock is held for the decision
            and its writes only.
         """
-        seen, waiting = db.ask(lambda connection: self._read_only_answer(connection, token, now))
+        seen, waiting = db.ask(lambda connection: self._read_only_answer(connection, token, now, client))
         if seen.state == HostState.INSTALLING:
             return slots.SlotDecision(True)  # a repeated request: it already has one
         if waiting is not None:
@@ -273,7 +279,7 @@ class Lifecycle:
             return waiting
         with db.kept_write() as connection:
             slots.lock_slots(connection)
-            seen = self._slot_poll(connection, token, now)
+            seen = self._slot_poll(connection, token, now, client)
             if seen.state == HostState.INSTALLING:
                 return slots.SlotDecision(True)
             decision = slots.decide(connection, seen, self.limits)
@@ -285,11 +291,11 @@ class Lifecycle:
             self._fire(db, "on-installing", seen.host_id, HostState.INSTALLING, None)
         return decision
 
-    def _read_only_answer(self, connection: Connection, token: str,
-                          now: dt.datetime) -> tuple[slots.Poll, slots.SlotDecision | None]:
+    def _read_only_answer(self, connection: Connection, token: str, now: dt.datetime,
+                          client: str | None) -> tuple[slots.Poll, slots.SlotDecision | None]:
         """The poll, and "wait" when reads alone can say so (None: it may be
         granted, which is decided under the lock)."""
-        seen = self._slot_poll(connection, token, now)
+        seen = self._slot_poll(connection, token, now, client)
         waiting = slots.still_waiting(seen, self.limits)
         if waiting is None and seen.capped and seen.state != HostState.INSTALLING:
             waiting = slots.standing(connection, seen, self.limits)
@@ -334,12 +340,15 @@ class Lifecycle:
                         f"must finish by {expires_at:%H:%M:%S} UTC", now, install="grant",
                         install_params={"expires_at": expires_at})
 
-    def _slot_poll(self, connection: Connection, token: str, now: dt.datetime) -> slots.Poll:
-        """The token's install as a slot request sees it; a bad token is a
-        bare 404, a host not between hardware report and install a 409."""
+    def _slot_poll(self, connection: Connection, token: str, now: dt.datetime,
+                   client: str | None = None) -> slots.Poll:
+        """The token's install as a slot request sees it; a bad token (or a
+        call from another machine than the one that reported) is a bare 404,
+        a host not between hardware report and install a 409."""
         seen = slots.poll(connection, hash_token(token), now, self.limits)
         if seen is None or not seen.active or seen.expires_at <= now:
             raise NotFound("not found")
+        _check_bound(seen.bound_address, client, seen.serial)
         if seen.state not in (HostState.VERIFYING, HostState.QUEUED, HostState.INSTALLING):
             raise IllegalTransition(f"host {seen.serial} is {seen.state}; a slot is requested after the "
                                     "hardware report")
@@ -448,6 +457,16 @@ class Lifecycle:
             actual = session.scalar(select(models.Host.state).where(models.Host.id == host_id))
             raise IllegalTransition(f"host {serial} is {actual}, not {'/'.join(sorted(expected))}; "
                                     f"it cannot become {target}")
+
+
+def _check_bound(bound: str | None, client: str | None, serial: str) -> None:
+    """A call with an install's token from another address than the one its
+    first hardware report came from is refused as a wrong token is (a token
+    copied from a boot entry is useless anywhere else)."""
+    if bound is not None and client is not None and client != bound:
+        log.warning("install token of host %s used from %s, but its install is bound to %s: refused",
+                    serial, client, bound)
+        raise NotFound("not found")
 
 
 def _protection(host: models.Host, state: HostState) -> str | None:

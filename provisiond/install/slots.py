@@ -65,9 +65,9 @@ def lock_slots(connection: Connection) -> None:
 POLL = text("""
     WITH w AS (
       SELECT i.id, i.host_id, i.active, i.expires_at, COALESCE(i.queued_at, :now) AS queued_at,
-             i.last_seen_at, h.state, h.serial
+             i.last_seen_at, i.bound_address, h.state, h.serial
       FROM installs i JOIN hosts h ON h.id = i.host_id WHERE i.token_hash = :token_hash)
-    SELECT w.id, w.host_id, w.active, w.expires_at, w.queued_at, w.last_seen_at, w.state, w.serial,
+    SELECT w.id, w.host_id, w.active, w.expires_at, w.queued_at, w.last_seen_at, w.bound_address, w.state, w.serial,
       (SELECT count(*) FROM hosts WHERE state = 'installing') AS in_use,
       (SELECT count(*) FROM installs i JOIN hosts h ON h.id = i.host_id
         WHERE i.active = :yes AND h.state = 'queued' AND i.id <> w.id
@@ -81,7 +81,8 @@ POLL = text("""
 ).columns(
     column("id", Integer()), column("host_id", Integer()), column("active", Boolean()),
     column("expires_at", models.UtcDateTime()), column("queued_at", models.UtcDateTime()),
-    column("last_seen_at", models.UtcDateTime()), column("state", String()), column("serial", String()),
+    column("last_seen_at", models.UtcDateTime()), column("bound_address", String()), column("state", String()),
+    column("serial", String()),
     column("in_use", Integer()), column("ahead", Integer()), column("capped", Integer()),
 )
 
@@ -104,6 +105,8 @@ class Poll:
     capped: bool
     #: When it was asked.
     now: dt.datetime
+    #: Where the install's first hardware report came from (None before it).
+    bound_address: str | None = None
 
 
 def poll(connection: Connection, token_hash: str, now: dt.datetime, limits: Limits) -> Poll | None:
@@ -115,7 +118,7 @@ def poll(connection: Connection, token_hash: str, now: dt.datetime, limits: Limi
     if row is None:
         return None
     return Poll(row.id, row.host_id, row.active, row.expires_at, row.queued_at, row.last_seen_at,
-                HostState(row.state), row.serial, row.in_use, row.ahead, bool(row.capped), now)
+                HostState(row.state), row.serial, row.in_use, row.ahead, bool(row.capped), now, row.bound_address)
 
 
 def retry_after(position: int, cap: int, limits: Limits) -> int:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
-from provisiond.web import api, auth, boot, installer, ipxe, meta, power
+from provisiond.web import api, auth, boot, installer, ipxe, listeners, meta, power
 
 log = logging.getLogger("provisiond.web")
 
@@ -24,6 +24,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     # too large with 413 (settings.max_body_bytes).
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["provisiond"] = services
+    app.before_request(lambda: listeners.guard(settings.boot_listen))
     app.before_request(auth.gate)
     app.register_blueprint(meta.bp)
     app.register_blueprint(api.bp)

@@ -59,12 +59,14 @@ class _Call:
 
 @contextmanager
 def _install_call(token: str, finished_ok: bool = False) -> Iterator[_Call]:
-    """A write transaction on the token's install; a bad token is a bare 404
-    before the body is even read."""
+    """A write transaction on the token's install; a bad token, or a call
+    from another machine than the one that reported its hardware, is a bare
+    404 before the body is even read."""
     svc = services()
     now = utcnow()
     with svc.db.write() as session:
-        yield _Call(svc, session, svc.lifecycle.find_install(session, token, now, finished_ok=finished_ok), now)
+        install = svc.lifecycle.find_install(session, token, now, finished_ok=finished_ok, client=request.remote_addr)
+        yield _Call(svc, session, install, now)
 
 
 def _one_line(value: object, field: str) -> str:
@@ -90,7 +92,8 @@ def kickstart(token: str) -> Response:
 def pre_report(token: str) -> Response:
     with _install_call(token) as call:
         report = parse_report(json_body(_limit()))
-        verdict = call.svc.lifecycle.report_hardware(call.session, call.install, report, call.now)
+        verdict = call.svc.lifecycle.report_hardware(call.session, call.install, report, call.now,
+                                                     request.remote_addr)
     if not verdict.ok:
         return _answer(409, "hardware does not match the data source: " + "; ".join(verdict.differences),
                        error="hw_mismatch", differences=list(verdict.differences))
@@ -103,7 +106,7 @@ def slot(token: str) -> Response:
     svc = services()
     now = utcnow()
     raw_body(_limit())  # no body is needed; an oversized one is still refused
-    decision = svc.lifecycle.request_slot(svc.db, token, now)
+    decision = svc.lifecycle.request_slot(svc.db, token, now, request.remote_addr)
     if decision.granted:
         return _answer(200, "install slot granted", status="granted")
     response = _answer(429, decision.message, error="install_cap", position=decision.position,

@@ -70,9 +70,10 @@ def _warm_up(worker: Any) -> None:
 
 
 def run(settings: Settings, host: str, port: int, workers: int, power_bell: Bell | None = None) -> None:
-    log.info("serving HTTP on %s:%d with %d workers", host, port, workers)
+    binds = [f"{host}:{port}"] + ([settings.boot_listen] if settings.boot_listen else [])
+    log.info("serving HTTP on %s with %d workers", " and ".join(binds), workers)
     _Gunicorn(settings, {
-        "bind": f"{host}:{port}",
+        "bind": binds,
         "workers": workers,
         "worker_class": "sync",
         "accesslog": None,
