@@ -190,3 +190,14 @@ def test_a_chunked_body_over_the_limit_is_413_whole_never_cut(settings, services
         assert answer.json()["created"] == 20
     finally:
         server.stop()
+
+
+def test_an_eight_mebibyte_variable_is_refused_naming_the_limit(client, auth, demo_data, snapshot):
+    """Template variables have a size limit (it used to take 8 MiB)."""
+    before = snapshot()
+    answer = client.patch("/api/v1/hosts/712DM2Y", json={"variables": {"blob": "x" * (8 << 20)}}, headers=auth)
+    assert_error(answer, 400, "variables.blob", contains="at most 4096 are accepted")
+    many = {f"v{i}": "y" * 4000 for i in range(20)}
+    assert_error(client.post("/api/v1/groups", json={"name": "big", "variables": many}, headers=auth), 400,
+                 "variables", contains="bytes as JSON; at most 65536")
+    assert snapshot() == before
