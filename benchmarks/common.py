@@ -114,18 +114,21 @@ def hosts_csv(count: int, *, password: bool = True) -> str:
 
 def import_csv(svc: Any, text: str, filename: str = "hosts.csv") -> tuple[Any, float, float]:
     """The real import path (what POST /api/v1/import/hosts and `provctl hosts
-    import` run): parse_import, then groups + import_hosts in one transaction.
+    import` run: provisiond.actions.hosts.import_file): parse_import, then
+    groups + hosts in one transaction with the variable checks.
     Returns (result, parse seconds, write seconds)."""
-    from provisiond.inventory import hosts as host_store
+    from types import SimpleNamespace
+
+    from provisiond.actions import hosts as host_actions
+    from provisiond.actions.principal import SYSTEM
     from provisiond.inventory.transfer import parse_import
 
     t0 = time.perf_counter()
     parsed = parse_import(text, filename, "csv", svc.profiles.names())
     t1 = time.perf_counter()
-    with svc.db.write() as session:
-        result = host_store.import_hosts(session, parsed.hosts, svc.vault, filename)
+    counts = host_actions.import_parsed(svc, SYSTEM, parsed, filename)
     t2 = time.perf_counter()
-    return result, t1 - t0, t2 - t1
+    return SimpleNamespace(**counts), t1 - t0, t2 - t1
 
 
 def create_groups(svc: Any) -> None:

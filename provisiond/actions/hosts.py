@@ -18,7 +18,7 @@ from provisiond.inventory.fields import serial_key
 from provisiond.inventory.patch import patch_host
 from provisiond.inventory.records import HostRecord
 from provisiond.inventory.schema import host_to_dict, parse_host
-from provisiond.inventory.transfer import parse_import
+from provisiond.inventory.transfer import ParsedImport, parse_import
 from provisiond.kickstart.guard import VariableRefused, changed
 from provisiond.services import Services
 
@@ -70,7 +70,12 @@ def delete(svc: Services, who: Principal, serial: str, force: bool = False) -> N
 
 def import_file(svc: Services, who: Principal, text: str, filename: str, fmt: str) -> dict[str, int]:
     """Upsert the groups and hosts of a YAML/JSON/CSV file, all or nothing."""
-    parsed = parse_import(text, filename, fmt, svc.profiles.names())
+    return import_parsed(svc, who, parse_import(text, filename, fmt, svc.profiles.names()), filename)
+
+
+def import_parsed(svc: Services, who: Principal, parsed: ParsedImport, filename: str) -> dict[str, int]:
+    """The writing half of :func:`import_file`: one transaction, in which no
+    affected host may be left with a variable its profile refuses."""
     with svc.db.write() as session:
         existing = host_store.existing_ids(session, [row.spec.serial for row in parsed.hosts])
         groups = [group_store.existing_id(session, group.name) for group in parsed.groups]

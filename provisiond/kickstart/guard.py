@@ -13,7 +13,6 @@ read by ten thousand hosts is checked once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,8 @@ from provisiond.kickstart.composer import layered
 from provisiond.kickstart.profiles import Profile, ProfileStore
 from provisiond.kickstart.variable_types import VariableType
 
-#: At most this many ids in one ``IN (...)`` (SQLite's limit is 32766 binds).
-_CHUNK = 5000
+#: At most this many ids in one ``IN (...)``; more are found by a scan.
+_CHUNK = 500
 _MISSING = object()
 
 
@@ -69,25 +68,26 @@ class VariableGuard:
     # ------------------------------------------------------------------ reading
 
     def variables(self, session: Session, host_ids: Iterable[int]) -> dict[int, HostVariables]:
-        """The merged variables of these hosts, read in a few statements."""
-        ids = list(dict.fromkeys(host_ids))
-        hosts: dict[int, Any] = {}
-        groups: dict[int, list[Any]] = {}
+        """The merged variables of these hosts, read in a few statements.
+        A group's (and a profile's) values are one object shared by every
+        host that has them, so :meth:`check` checks each once."""
+        ids = set(host_ids)
         h, hg, g = models.Host.__table__, models.host_groups, models.Group.__table__
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            for row in session.execute(select(h.c.id, h.c.serial, h.c.profile, h.c.variables)
-                                       .where(h.c.id.in_(chunk))):
-                hosts[row.id] = row
-            for row in session.execute(select(hg.c.host_id, g.c.name, g.c.priority, g.c.variables)
-                                       .join(g, g.c.id == hg.c.group_id).where(hg.c.host_id.in_(chunk))):
-                groups.setdefault(row.host_id, []).append(row)
+        hosts = {row.id: row for row in _rows(session, select(h.c.id, h.c.serial, h.c.profile, h.c.variables),
+                                              h.c.id, ids)}
+        memberships: dict[int, list[int]] = {}
+        for host_id, group_id in _rows(session, select(hg.c.host_id, hg.c.group_id), hg.c.host_id, ids):
+            memberships.setdefault(host_id, []).append(group_id)
+        wanted = {group_id for group_ids in memberships.values() for group_id in group_ids}
+        groups = {row.id: row for row in session.execute(select(g.c.id, g.c.name, g.c.priority, g.c.variables)
+                                                         .where(g.c.id.in_(wanted)))} if wanted else {}
+        profiles = self.profiles.all()
         result = {}
         for host_id, row in hosts.items():
-            profile = self._profile(row.profile)
+            profile = profiles.get(row.profile)
             if profile is None:
                 continue  # a host whose profile is gone renders nothing; the profile check says so
-            ordered = sorted(groups.get(host_id, ()), key=lambda group: (group.priority, group.name))
+            ordered = sorted((groups[gid] for gid in memberships.get(host_id, ())), key=lambda r: (r.priority, r.name))
             merged = layered(profile, self.global_variables, [group.variables or {} for group in ordered],
                              row.variables or {})
             result[host_id] = HostVariables(row.serial, row.profile, merged)
@@ -108,11 +108,11 @@ class VariableGuard:
         ``session``'s transaction, flushed) gave any of ``host_ids`` a
         variable its profile's types refuse; ``before`` is what
         :meth:`variables` read before the write."""
-        findings: dict[tuple[str, str, str], _Finding | None] = {}
+        findings: dict[tuple[str, str, Any], _Finding | None] = {}
         first: _Finding | None = None
+        profiles = self.profiles.all()
         for host_id, after in self.variables(session, host_ids).items():
-            profile = self._profile(after.profile)
-            assert profile is not None  # variables() left hosts without one out
+            profile = profiles[after.profile]  # variables() left hosts without one out
             was = before.get(host_id)
             for name, kind in profile.types.items():
                 value = after.merged.get(name, _MISSING)
@@ -177,6 +177,18 @@ class VariableGuard:
             return None
 
 
+def _rows(session: Session, query: Any, column: Any, ids: set[int]) -> list[Any]:
+    """``query``'s rows whose ``column`` is one of ``ids``: a few ids by
+    ``IN``, many (an import) by reading the table once and keeping those
+    (an ``IN`` of thousands of binds costs more to build than the scan)."""
+    if not ids:
+        return []
+    if len(ids) <= _CHUNK:
+        return list(session.execute(query.where(column.in_(list(ids)))))
+    key = column.key
+    return [row for row in session.execute(query) if getattr(row, key) in ids]
+
+
 def _finding(name: str, kind: VariableType, value: Any, serial: str, profile: Profile) -> _Finding | None:
     if value is _MISSING:
         if kind.nullable:
@@ -189,8 +201,13 @@ def _finding(name: str, kind: VariableType, value: Any, serial: str, profile: Pr
     return _Finding(f"variables.{name}{problem[0]}", problem[1], serial, profile.name)
 
 
-def _fingerprint(value: Any) -> str:
-    return "\0missing" if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
+def _fingerprint(value: Any) -> Any:
+    """What a value is checked once per: a scalar itself; a list or mapping
+    by identity (a layer's value is one object for every host that has it;
+    the objects live as long as the check)."""
+    if isinstance(value, (list, dict)):
+        return ("object", id(value))
+    return (type(value).__name__, value)
 
 
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
