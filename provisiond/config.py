@@ -88,6 +88,8 @@ class Settings:
     hook_timeout_seconds: int = 60
     #: How often the reaper in `provisiond serve` looks for expired installs.
     reaper_interval_seconds: int = 30
+    #: Timeline events older than this many days are deleted (0: kept for ever).
+    event_retention_days: int = 365
 
     # -- netboot (`provisiond netboot` / `serve`) ----------------------------
     #: full: addresses + boot info; proxy: boot info only, beside another DHCP

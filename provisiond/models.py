@@ -11,10 +11,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    FetchedValue,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
@@ -231,12 +234,20 @@ class ApiToken(Base):
 
 
 class Event(Base):
-    """One line of a host's timeline: every arrow of the flow writes one."""
+    """One line of a host's timeline: every arrow of the flow writes one.
+    Only :mod:`provisiond.events` writes these rows."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_serial", "serial"), Index("ix_events_txid_id", "txid", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    #: NULL once the host is deleted: its events stay, found by ``serial``.
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL", name="fk_events_host_id_hosts"), index=True)
+    serial: Mapped[str | None] = mapped_column(String(64))
+    #: PostgreSQL: the writing transaction's id (the column's default), for
+    #: readers' cursors; NULL on SQLite.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
     install_id: Mapped[int | None] = mapped_column(ForeignKey("installs.id", ondelete="SET NULL"))
     time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))

@@ -364,20 +364,21 @@ class ApiClient:
     def get_install(self, serial: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/hosts/{_segment(serial)}/install"))
 
-    def events(self, serial: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """The host's events after the event ``since``, oldest first (one page)."""
-        body = self.json("GET", f"/hosts/{_segment(serial)}/events", params={"since": since, "limit": limit})
-        return list(body["events"])
+    def events(self, serial: str, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        """The host's events after the cursor ``after``, oldest first (one
+        page), and the cursor to read on from."""
+        where = {"since": after} if after.isdigit() else {"after": after or None}  # an event id, or a cursor
+        body = self.json("GET", f"/hosts/{_segment(serial)}/events", params={**where, "limit": limit})
+        return list(body["events"]), str(body["cursor"])
 
-    def all_events(self, serial: str, since: int = 0, page: int = 1000) -> list[dict[str, Any]]:
-        """Every event after ``since``, page by page."""
+    def all_events(self, serial: str, after: str = "", page: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        """Every event after the cursor ``after``, page by page, and the cursor."""
         result: list[dict[str, Any]] = []
         while True:
-            batch = self.events(serial, since, page)
+            batch, after = self.events(serial, after, page)
             result.extend(batch)
             if len(batch) < page:
-                return result
-            since = int(batch[-1]["id"])
+                return result, after
 
     def queue(self) -> dict[str, Any]:
         return dict(self.json("GET", "/queue"))

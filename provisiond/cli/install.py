@@ -8,7 +8,7 @@ the install log in ``shared/seeds/004_*.txt``::
 
 Times are UTC, the clock of the server's own messages. Following (``install``
 without ``--no-wait``, ``log -f``) polls the events every second with
-``since=<last id seen>``; an install being followed ends with exit status 0
+``after=<cursor>``; an install being followed ends with exit status 0
 (installed), 8 (failed: :class:`~provisiond.cli.client.InstallFailed`) or 9
 (``--timeout``: :class:`~provisiond.cli.client.WaitTimedOut`).
 """
@@ -105,22 +105,32 @@ def confirm(question: str, refusal: str) -> None:
 
 
 class Timeline:
-    """A host's events, read in order; remembers the last event id seen."""
+    """A host's events, read in order; remembers where it is (the server's
+    cursor: following never misses or repeats a line)."""
 
-    def __init__(self, api: ApiClient, serial: str, since: int = 0) -> None:
+    def __init__(self, api: ApiClient, serial: str, since: int | str = 0) -> None:
         self.api = api
         self.serial = serial
-        self.since = since
+        self.cursor = str(since) if since else ""
 
     def read(self) -> list[Event]:
         """Every event after the last one seen."""
-        events = self.api.all_events(self.serial, self.since)
-        if events:
-            self.since = int(events[-1]["id"])
+        events, self.cursor = self.api.all_events(self.serial, self.cursor)
         return events
 
     def skip_to_end(self) -> None:
         self.read()
+
+
+def _cursor(value: str) -> str:
+    """A ``--since`` value, checked before any request."""
+    from provisiond.events import Cursor
+
+    try:
+        Cursor.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    return value
 
 
 def outcome_of(event: Mapping[str, Any], install_id: int) -> str | None:
@@ -389,11 +399,11 @@ def cancel(api: ApiClient, serial: str, yes: bool, as_json: bool) -> None:
 @click.command("log")
 @click.argument("serial")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they come, until Ctrl-C.")
-@click.option("--since", type=click.IntRange(0), default=0, metavar="ID",
-              help="Only the events after the event ID (the ids are in --json).")
+@click.option("--since", default="", metavar="CURSOR", callback=lambda _ctx, _param, value: _cursor(value),
+              help="Only the events after this cursor (the `cursor` of --json output; an event id works too).")
 @json_option
 @pass_api
-def log(api: ApiClient, serial: str, follow: bool, since: int, as_json: bool) -> None:
+def log(api: ApiClient, serial: str, follow: bool, since: str, as_json: bool) -> None:
     """Print the timeline of SERIAL (-f: follow it).
 
     One line per event, oldest first: `2026-04-24 08:29> message` (UTC).
@@ -406,7 +416,7 @@ def log(api: ApiClient, serial: str, follow: bool, since: int, as_json: bool) ->
     if not follow:
         events = timeline.read()
         if as_json:
-            echo_json({"serial": serial, "events": events})
+            echo_json({"serial": serial, "events": events, "cursor": timeline.cursor})
         else:
             for event in events:
                 click.echo(event_line(event))

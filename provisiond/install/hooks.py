@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from provisiond import models
 from provisiond.db import Database
-from provisiond.events import one_line
+from provisiond import events
 from provisiond.inventory.fields import serial_key
 
 log = logging.getLogger("provisiond.hooks")
@@ -117,8 +117,8 @@ class HookRunner:
         try:
             with self.db.write() as session:
                 host_id = session.scalar(select(models.Host.id).where(models.Host.serial_key == serial_key(call.serial)))
-                session.add(models.Event(host_id=host_id, kind="hook", message=one_line(message),
-                                         data={"event": call.event, "hook": script.name, "ok": ok}))
+                events.record(session, events.Kind.HOOK, message, host_id=host_id,
+                              data={"event": call.event, "hook": script.name, "ok": ok})
         except Exception:
             log.exception("could not record the outcome of hook %s", script.name)
 

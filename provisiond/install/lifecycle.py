@@ -31,7 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from provisiond import models
 from provisiond.db import Database, on_commit
 from provisiond.errors import Conflict, NotFound
-from provisiond.events import one_line
+from provisiond import events
 from provisiond.install import slots
 from provisiond.install.hooks import HookCall, HookRunner
 from provisiond.install.verify import HardwareReport, Verdict, compare
@@ -82,7 +82,6 @@ _INSTALL_SETS = {
 }
 _HOST_CAS = ("UPDATE hosts SET state = :target, state_reason = :reason, updated_at = :now "
              "WHERE id = :host_id AND state IN :expected")
-_EVENT_COLUMNS = "events (host_id, install_id, time, kind, message, data)"
 _TYPES: tuple[BindParameter[Any], ...] = (
     bindparam("now", type_=models.UtcDateTime()), bindparam("expires_at", type_=models.UtcDateTime()),
     bindparam("host_id", type_=Integer()), bindparam("install_id", type_=Integer()),
@@ -98,15 +97,14 @@ def _typed(sql: str) -> TextClause:
 _INSTALL_UPDATE = {name: _typed(f"UPDATE installs SET {sets} WHERE id = :install_id")
                    for name, sets in _INSTALL_SETS.items()}
 _HOST_UPDATE = _typed(_HOST_CAS)
-_EVENT = _typed(f"INSERT INTO {_EVENT_COLUMNS} VALUES (:host_id, :install_id, :now, :kind, :message, :data)")
 #: PostgreSQL, by install update: the compare-and-set, the install's update
 #: (only if the host moved) and the event (only if it moved; its row count
 #: says whether it did).
 _MOVE_PG = {name: _typed(
-    f"WITH moved AS ({_HOST_CAS} RETURNING id)"
+    f"WITH moved AS ({_HOST_CAS} RETURNING id, serial)"
     + (f", install AS (UPDATE installs SET {_INSTALL_SETS[name]} WHERE id = :install_id "
        "AND EXISTS (SELECT 1 FROM moved))" if name else "")
-    + f" INSERT INTO {_EVENT_COLUMNS} SELECT id, :install_id, :now, :kind, :message, :data FROM moved"
+    + f" INSERT INTO {events.INSERT_COLUMNS} SELECT id, serial, :install_id, :now, :kind, :message, :data FROM moved"
 ) for name in (None, *_INSTALL_SETS)}
 
 #: A host as its hooks see it; the primary MAC is the NIC marked primary, else the first.
@@ -443,16 +441,16 @@ class Lifecycle:
         for state in expected:
             if not can_transition(state, target):
                 raise IllegalTransition(f"host {serial}: {state} → {target} is not allowed")
-        params = {"host_id": host_id, "install_id": install_id, "expected": [s.value for s in expected],
-                  "target": target.value, "reason": reason, "now": now, "kind": kind, "message": one_line(message),
-                  "data": {**(data or {}), "state": target.value, **({"reason": reason} if reason else {})},
+        event = events.line(kind, message, host_id=host_id, install_id=install_id, time=now, data={
+            **(data or {}), "state": target.value, **({"reason": reason} if reason else {})})
+        params = {**event, "expected": [s.value for s in expected], "target": target.value, "reason": reason,
                   **(install_params or {})}
         one_statement = _is_postgresql(session)
         moved = _rowcount(session.execute(_MOVE_PG[install] if one_statement else _HOST_UPDATE, params))
         if moved == 1 and not one_statement:
             if install:
                 session.execute(_INSTALL_UPDATE[install], params)
-            session.execute(_EVENT, params)
+            events.write(session, [event])
         if moved != 1:
             actual = session.scalar(select(models.Host.state).where(models.Host.id == host_id))
             raise IllegalTransition(f"host {serial} is {actual}, not {'/'.join(sorted(expected))}; "
@@ -491,8 +489,7 @@ def _finish(install: models.Install, outcome: str, now: dt.datetime) -> None:
 
 def _event(session: Session | Connection, host_id: int, install_id: int | None, kind: str, message: str, now: dt.datetime,
            data: dict[str, Any] | None = None) -> None:
-    session.execute(_EVENT, {"host_id": host_id, "install_id": install_id, "now": now, "kind": kind,
-                             "message": one_line(message), "data": data or {}})
+    events.record(session, kind, message, host_id=host_id, install_id=install_id, data=data, time=now)
 
 
 def _is_postgresql(session: Session | Connection) -> bool:

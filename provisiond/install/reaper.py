@@ -8,13 +8,18 @@ A reaped host goes to FAILED(timeout); it is never re-armed by itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+import time
 
+from provisiond import events
 from provisiond.models import utcnow
 from provisiond.services import Services
 
 log = logging.getLogger("provisiond.reaper")
+#: How often old events are pruned.
+PRUNE_INTERVAL_SECONDS = 3600
 
 
 def reap_once(services: Services) -> list[str]:
@@ -25,6 +30,18 @@ def reap_once(services: Services) -> list[str]:
     return reaped
 
 
+def prune_events(services: Services) -> int:
+    """Delete the events older than ``event_retention_days`` (0: none)."""
+    days = services.settings.event_retention_days
+    if not days:
+        return 0
+    with services.db.write() as session:
+        deleted = events.prune(session, utcnow() - dt.timedelta(days=days))
+    if deleted:
+        log.info("deleted %d timeline event(s) older than %d days (event_retention_days)", deleted, days)
+    return deleted
+
+
 class Reaper(threading.Thread):
     def __init__(self, services: Services, interval: float) -> None:
         super().__init__(name="reaper", daemon=True)
@@ -33,9 +50,13 @@ class Reaper(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        pruned_at = 0.0
         while not self.stopping.wait(self.interval):
             try:
                 reap_once(self.services)
+                if time.monotonic() - pruned_at >= PRUNE_INTERVAL_SECONDS:
+                    prune_events(self.services)
+                    pruned_at = time.monotonic()
             except Exception:  # keep reaping; the next pass may succeed
                 log.exception("reaper pass failed")
 

@@ -1,4 +1,4 @@
-"""Reading the lifecycle: events, installs, the queue and a status summary."""
+"""Reading the lifecycle: installs, the queue and a status summary (events: provisiond.events)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,6 @@ from sqlalchemy.orm import Session
 from provisiond import models
 from provisiond.install import slots
 from provisiond.states import HostState
-
-
-def events(session: Session, host_id: int, since_id: int = 0, limit: int = 1000) -> list[models.Event]:
-    return list(session.scalars(
-        select(models.Event).where(models.Event.host_id == host_id, models.Event.id > since_id)
-        .order_by(models.Event.id).limit(limit)
-    ))
-
-
-def event_to_dict(event: models.Event) -> dict[str, Any]:
-    return {"id": event.id, "time": event.time.isoformat(), "kind": event.kind, "message": event.message,
-            "install_id": event.install_id, "data": event.data}
 
 
 def latest_install(session: Session, host_id: int) -> models.Install | None:

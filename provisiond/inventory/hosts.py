@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from provisiond import models
 from provisiond.errors import Conflict, NotFound, ValidationError
-from provisiond.events import one_line
+from provisiond import events
 from provisiond.inventory.fields import serial_key
 from provisiond.inventory.records import Bmc, Disk, GroupVars, HostRecord, HostSpec, Nic
 from provisiond.inventory.schema import UNSET, _Unset
@@ -277,10 +277,10 @@ def update_host(session: Session, serial: str, spec: HostSpec, password: str | N
 
 def delete_host(session: Session, serial: str) -> None:
     host = get_host(session, serial)
+    # The last line of its timeline, written while the host exists (so it
+    # carries its serial); the host's events stay, found by serial.
+    record_event(session, host.id, events.Kind.HOST, f"host {host.serial} removed from the data source")
     session.delete(host)
-    # The host's own timeline goes with it (ON DELETE CASCADE); this line,
-    # not bound to a host, says who was removed.
-    record_event(session, None, "host", f"host {serial} removed from the data source")
 
 
 def _encrypted(password: str | None | _Unset, current: str | None, vault: Vault) -> str | None:
@@ -305,7 +305,8 @@ def _groups(session: Session, names: Sequence[str]) -> list[models.Group]:
 
 def record_event(session: Session, host_id: int | None, kind: str, message: str,
                  data: dict[str, Any] | None = None) -> None:
-    session.add(models.Event(host_id=host_id, kind=kind, message=one_line(message), data=data or {}))
+    session.flush()  # the event's serial is read from its host row
+    events.record(session, kind, message, host_id=host_id, data=data)
 
 
 # --------------------------------------------------------------------------- bulk
@@ -365,14 +366,11 @@ def import_hosts(session: Session, rows: Sequence[ImportRow], vault: Vault, sour
     links = [{"host_id": ids[r.key], "group_id": group_ids[g]} for r in rows for g in r.spec.groups]
     if links:
         session.execute(insert(models.host_groups), links)
-    events = [
-        {"host_id": ids[r.key], "kind": "host", "data": {}, "time": models.utcnow(),
-         "message": one_line(f"host {r.spec.serial} {'updated' if r.key in existing else 'added'} "
-                             f"by import of {source}")}
+    events.write(session, [
+        events.line(events.Kind.HOST, f"host {r.spec.serial} {'updated' if r.key in existing else 'added'} "
+                    f"by import of {source}", host_id=ids[r.key])
         for r in rows
-    ]
-    if events:
-        session.execute(insert(models.Event), events)
+    ])
     session.expire_all()
     return ImportResult(created=len(new), updated=len(old))
 

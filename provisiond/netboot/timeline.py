@@ -20,11 +20,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from provisiond import models
 from provisiond.db import Database
-from provisiond.events import one_line
+from provisiond import events
 
 log = logging.getLogger("provisiond.netboot.timeline")
 
@@ -120,7 +120,5 @@ class Timeline:
         with self.db.write() as session:
             ids = dict(session.execute(select(models.Host.serial, models.Host.id)
                                        .where(models.Host.serial.in_({line.serial for line in lines}))).all())
-            rows = [{"host_id": ids[line.serial], "kind": self.kind, "message": one_line(line.message),
-                     "data": line.data or {}, "time": line.time} for line in lines if line.serial in ids]
-            if rows:  # one multi-row INSERT
-                session.execute(insert(models.Event), rows)
+            events.write(session, [events.line(self.kind, line.message, host_id=ids[line.serial], data=line.data,
+                                               time=line.time) for line in lines if line.serial in ids])

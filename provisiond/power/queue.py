@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, insert, or_, select, update
+from sqlalchemy import Connection, and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.errors import NotFound, ValidationError
-from provisiond.events import one_line
+from provisiond import events
 from provisiond.inventory.hosts import record_event
 from provisiond.power.base import NoBmc, Target, driver_class
 from provisiond.vault import Vault
@@ -154,7 +154,7 @@ def get(session: Session, operation_id: int) -> models.PowerOperation:
 # that came back meanwhile are recorded together in another.
 
 _TABLES = models.Base.metadata.tables
-_OP, _HOSTS, _NICS, _EVENTS = (_TABLES[name] for name in ("power_operations", "hosts", "nics", "events"))
+_OP, _HOSTS, _NICS = (_TABLES[name] for name in ("power_operations", "hosts", "nics"))
 
 
 def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
@@ -268,7 +268,7 @@ def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
     """Record outcomes, each with its Event; returns the operations recorded.
     An operation no longer running (cancelled, or queued again meanwhile)
     keeps the outcome it has."""
-    recorded, events = [], []
+    recorded, lines = [], []
     for outcome in outcomes:
         host_id = connection.scalar(
             update(_OP).where(_OP.c.id == outcome.operation_id, _OP.c.status == "running")
@@ -278,20 +278,19 @@ def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
         if host_id is None:
             continue
         recorded.append(outcome.operation_id)
-        events.append(_event(host_id, outcome.message, {
+        lines.append(_event(host_id, outcome.message, {
             "operation": outcome.operation_id, "status": "done" if outcome.ok else "failed",
             "result": outcome.result}, outcome.at))
-    _insert_events(connection, events)
+    _insert_events(connection, lines)
     return recorded
 
 
 def _event(host_id: int, message: str, data: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
-    return {"host_id": host_id, "kind": "power", "message": one_line(message), "data": data, "time": at}
+    return events.line(events.Kind.POWER, message, host_id=host_id, data=data, time=at)
 
 
-def _insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:
-    if events:
-        connection.execute(insert(_EVENTS), events)
+def _insert_events(connection: Connection, lines: list[dict[str, Any]]) -> None:
+    events.write(connection, lines)
 
 
 def to_dict(operation: models.PowerOperation, serial: str | None = None) -> dict[str, object]:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
+from provisiond import events
 from provisiond.errors import BadRequest, ValidationError
 from provisiond.install import timeline
 from provisiond.inventory import fields
@@ -202,13 +203,41 @@ def show_install(serial: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/hosts/<serial>/events")
 def host_events(serial: str):  # type: ignore[no-untyped-def]
-    """The host's timeline; ``since`` is the last event id seen (for following)."""
-    since = _int_arg("since", 0, 0, 2**62) or 0
+    """The host's timeline after ``after`` (the ``cursor`` an earlier answer
+    gave: following never misses or repeats a line); ``since``, an event id,
+    is the older way in."""
     limit = _int_arg("limit", 1000, 1, 10_000) or 1000
     with services().db.read() as session:
+        after = _cursor_arg(session)
         host = host_store.get_host(session, serial)
-        events = timeline.events(session, host.id, since, limit)
-    return jsonify({"serial": serial, "events": [timeline.event_to_dict(e) for e in events]})
+        page = events.read(session, after, host_id=host.id, limit=limit)
+    return jsonify({"serial": host.serial, "events": page.events, "cursor": str(page.cursor)})
+
+
+@bp.get("/events")
+def all_events():  # type: ignore[no-untyped-def]
+    """Every host's timeline after ``after``, optionally of one ``serial``
+    (deleted hosts' too) or some ``kind``s; ``cursor`` to read on."""
+    limit = _int_arg("limit", 1000, 1, 10_000) or 1000
+    kinds = request.args.getlist("kind")
+    for kind in kinds:
+        if kind not in {k.value for k in events.Kind}:
+            raise ValidationError("kind", f"{kind!r} is not one of {', '.join(k.value for k in events.Kind)}")
+    with services().db.read() as session:
+        page = events.read(session, _cursor_arg(session), serial=request.args.get("serial") or None, kinds=kinds,
+                           limit=limit)
+    return jsonify({"events": page.events, "cursor": str(page.cursor)})
+
+
+def _cursor_arg(session: Session) -> events.Cursor:
+    """``after`` (a cursor), or ``since`` (an event id, the older way in)."""
+    if "after" in request.args:
+        try:
+            return events.Cursor.parse(request.args["after"])
+        except ValueError as exc:
+            raise ValidationError("after", str(exc)) from None
+    since = _int_arg("since", 0, 0, 2**62) or 0
+    return events.cursor_of(session, since) if since else events.Cursor()
 
 
 @bp.get("/queue")

@@ -18,10 +18,11 @@ from sqlalchemy import bindparam, select
 
 from provisiond import models
 from provisiond.errors import NotFound, ValidationError
+from provisiond import events
 from provisiond.events import one_line
 from provisiond.inventory import fields
 from provisiond.inventory.bootplan import BootAction, plan_for_mac
-from provisiond.inventory.hosts import get_host, record_event
+from provisiond.inventory.hosts import get_host
 from provisiond.netboot.pxeconfig import EntryRenderer, Loader
 from provisiond.models import utcnow
 from provisiond.services import Services
@@ -80,4 +81,4 @@ def _boot_line(svc: Services, serial: str, message: str, now: dt.datetime) -> No
             _RECENT_LINE, {"serial": serial, "message": message, "since": now - BOOT_LINE_WINDOW}).first()):
         return
     with svc.db.write() as session:
-        record_event(session, get_host(session, serial).id, "ipxe", message)
+        events.record(session, events.Kind.IPXE, message, host_id=get_host(session, serial).id)

@@ -86,8 +86,11 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/v1/hosts/{serial}/cancel": {"post": _op("Cancel the host's install (FAILED: cancelled)",
                                                   params=("serial",))},
-    "/api/v1/hosts/{serial}/events": {"get": _op("The host's timeline after event id `since`",
-                                                 params=("serial", "since", "limit"))},
+    "/api/v1/hosts/{serial}/events": {"get": _op("The host's timeline after the cursor `after` (or event id "
+                                                 "`since`); `cursor` in the answer reads on",
+                                                 params=("serial", "after", "since", "limit"))},
+    "/api/v1/events": {"get": _op("Every host's timeline after the cursor `after`: one `serial` (deleted hosts' "
+                                  "too), some `kind`s", params=("after", "serialq", "kind", "limit"))},
     "/api/v1/installs": {
         "post": _op("Arm many hosts, all or none (body: {serials: [...], force, power, pace_seconds}); "
                     "power-ons are paced", ok="201", body="application/json"),
@@ -139,6 +142,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "offset": _query("offset", "skip this many", {"type": "integer", "minimum": 0}),
     "mac": _path("mac", "a MAC address (any common spelling)"),
     "since": _query("since", "only events with a larger id", {"type": "integer", "minimum": 0}),
+    "after": _query("after", "only events after this cursor (TXID:ID, from an earlier answer)"),
+    "serialq": _query("serial", "only events of the host with this serial number"),
+    "kind": _query("kind", "only events of this kind (repeatable)"),
     "force": _query("force", "true to act on a protected host", {"type": "boolean"}),
     "var": _query("var", "one-off variable name=value (repeatable)"),
     "format": _query("format", "yaml, json or csv (default: from Content-Type or filename)"),

@@ -47,3 +47,27 @@ def test_reap_command(settings, services, arm, demo_data):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "reaped 1 install(s): 712DM2Y" in result.stdout
+
+
+def test_events_older_than_the_retention_are_pruned(services, demo_data, arm):
+    import dataclasses
+    import datetime as dt
+
+    from sqlalchemy import func, select, update
+
+    from provisiond import models
+    from provisiond.install.reaper import prune_events
+    from provisiond.services import Services
+
+    arm("712DM2Y")
+    with services.db.write() as session:
+        total = session.scalar(select(func.count()).select_from(models.Event))
+        session.execute(update(models.Event).where(models.Event.kind == "armed")
+                        .values(time=models.utcnow() - dt.timedelta(days=400)))
+    assert prune_events(services) == 1  # 365 days by default
+    keep = Services(dataclasses.replace(services.settings, event_retention_days=0), services.db)
+    with services.db.write() as session:
+        session.execute(update(models.Event).values(time=models.utcnow() - dt.timedelta(days=4000)))
+    assert prune_events(keep) == 0
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(models.Event)) == total - 1
