@@ -73,6 +73,13 @@ class Unauthorized(ProvisiondError):
     code = "unauthorized"
 
 
+class Forbidden(ProvisiondError):
+    """The credential is valid, but its role may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ProvisiondError):
     """No such object."""
 

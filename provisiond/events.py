@@ -225,9 +225,11 @@ def to_dict(row: Any) -> dict[str, Any]:
 
 def prune(connection: Connection | Session, before: dt.datetime) -> int:
     """Delete the events older than ``before`` (``event_retention_days``)."""
+    from sqlalchemy import delete
+
     from provisiond.models import Event
 
-    result = connection.execute(Event.__table__.delete().where(Event.__table__.c.time < before))
+    result = connection.execute(delete(Event).where(Event.time < before))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

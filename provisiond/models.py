@@ -223,7 +223,7 @@ class Nic(Base):
 
 
 class ApiToken(Base):
-    """A bearer token for the admin API; only its SHA-256 is stored."""
+    """A named API credential with a role; only its SHA-256 is stored."""
 
     __tablename__ = "api_tokens"
 
@@ -231,6 +231,31 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: admin, operator or viewer (provisiond.actions.principal.Role).
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
+    #: The token is refused from this time on (None: never expires).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    #: Revoked tokens are kept, refused, so the audit trail can name them.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """Who did what, to which hosts, when, with what outcome. Only
+    :mod:`provisiond.actions.audit` writes these rows."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    principal: Mapped[str] = mapped_column(String(128), index=True)  # "token ops", "user ana"
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)  # "hosts.edit", "installs.arm"
+    #: The serial numbers (or names) acted on, as ``|SN1|SN2|`` for lookups.
+    targets: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))  # ok, refused, error
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status it was (or would be) answered with
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class Event(Base):

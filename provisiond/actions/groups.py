@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisiond.actions.principal import Principal
+from provisiond.actions.audit import audited
+from provisiond.actions.principal import Principal, Role
 from provisiond.inventory import groups as group_store
 from provisiond.inventory.patch import merge_patch
 from provisiond.kickstart.guard import changed
@@ -17,15 +18,17 @@ from provisiond.services import Services
 
 
 def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> dict[str, Any]:
-    spec = group_store.parse_group(document)
-    with svc.db.write() as session:
-        group = group_store.create_group(session, spec)
-        return group_store.group_to_dict(group, 0)
+    with audited(svc, who, "groups.create", Role.ADMIN, [str(document.get("name", ""))]) as act:
+        spec = group_store.parse_group(document)
+        with svc.db.write() as session:
+            group = group_store.create_group(session, spec)
+            act.done(session, f"group {spec.name} added")
+            return group_store.group_to_dict(group, 0)
 
 
 def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON Merge Patch (RFC 7396) of the group, as for hosts."""
-    with svc.db.write() as session:
+    with audited(svc, who, "groups.edit", Role.ADMIN, [name]) as act, svc.db.write() as session:
         group = group_store.get_group(session, name)
         old_variables = dict(group.variables)
         spec = group_store.parse_group(merge_patch(group_store.group_to_dict(group), patch))
@@ -35,9 +38,11 @@ def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> 
         session.flush()
         svc.guard.check_layer(session, changed(old_variables, spec.variables), members)
         svc.guard.check(session, before, members)
+        act.done(session, f"group {name} edited: {', '.join(sorted(patch))}")
         return group_store.group_to_dict(group, len(members))
 
 
 def delete(svc: Services, who: Principal, name: str) -> None:
-    with svc.db.write() as session:
+    with audited(svc, who, "groups.delete", Role.ADMIN, [name]) as act, svc.db.write() as session:
         group_store.delete_group(session, name)
+        act.done(session, f"group {name} deleted")

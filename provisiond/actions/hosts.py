@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisiond.actions.principal import Principal
+from provisiond.actions.audit import Audited, audited, authorize
+from provisiond.actions.principal import Principal, Role
 from provisiond.errors import Conflict
 from provisiond.install import lifecycle
 from provisiond.inventory import groups as group_store
@@ -24,58 +25,77 @@ from provisiond.services import Services
 
 
 def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> HostRecord:
-    spec, password = parse_host(document, svc.profiles.names())
-    with svc.db.write() as session:
-        host = host_store.create_host(session, spec, password, svc.vault)
-        svc.guard.check(session, {}, [host.id])
-        return host_store.to_record(host)
+    with audited(svc, who, "hosts.create", Role.OPERATOR, [str(document.get("serial", ""))]) as act:
+        spec, password = parse_host(document, svc.profiles.names())
+        with svc.db.write() as session:
+            host = host_store.create_host(session, spec, password, svc.vault)
+            svc.guard.check(session, {}, [host.id])
+            act.done(session, f"host {host.serial} added", targets=[host.serial])
+            return host_store.to_record(host)
 
 
 def replace(svc: Services, who: Principal, serial: str, document: Mapping[str, Any]) -> HostRecord:
     """PUT: the whole document (the BMC password kept unless it names one)."""
-    spec, password = parse_host({"serial": serial, **document}, svc.profiles.names())
-    with svc.db.write() as session:
-        host = host_store.get_host(session, serial)
-        before = svc.guard.variables(session, [host.id])
-        host = host_store.update_host(session, serial, spec, password, svc.vault)
-        svc.guard.check(session, before, [host.id])
-        return host_store.to_record(host)
+    with audited(svc, who, "hosts.replace", Role.OPERATOR, [serial]) as act:
+        spec, password = parse_host({"serial": serial, **document}, svc.profiles.names())
+        with svc.db.write() as session:
+            host = host_store.get_host(session, serial)
+            before = svc.guard.variables(session, [host.id])
+            host = host_store.update_host(session, serial, spec, password, svc.vault)
+            svc.guard.check(session, before, [host.id])
+            act.done(session, f"host {host.serial} replaced", targets=[host.serial])
+            return host_store.to_record(host)
 
 
 def edit(svc: Services, who: Principal, serial: str, patch: Mapping[str, Any]) -> HostRecord:
     """PATCH: a JSON Merge Patch of the host document (RFC 7396), read,
     merged and written in one transaction, so no concurrent edit is lost."""
-    with svc.db.write() as session:
-        current = host_to_dict(host_store.load_record(session, serial))
-        if current["bmc"]:
-            current["bmc"].pop("password_set")
-        spec, password = parse_host(patch_host(current, patch), svc.profiles.names())
-        host = host_store.get_host(session, serial)
-        before = svc.guard.variables(session, [host.id])
-        host = host_store.update_host(session, serial, spec, password, svc.vault)
-        svc.guard.check(session, before, [host.id])
-        return host_store.to_record(host)
+    with audited(svc, who, "hosts.edit", Role.OPERATOR, [serial]) as act:
+        with svc.db.write() as session:
+            current = host_to_dict(host_store.load_record(session, serial))
+            if current["bmc"]:
+                current["bmc"].pop("password_set")
+            spec, password = parse_host(patch_host(current, patch), svc.profiles.names())
+            host = host_store.get_host(session, serial)
+            before = svc.guard.variables(session, [host.id])
+            host = host_store.update_host(session, serial, spec, password, svc.vault)
+            svc.guard.check(session, before, [host.id])
+            act.done(session, f"host {host.serial} edited: {', '.join(sorted(patch))}", targets=[host.serial])
+            return host_store.to_record(host)
 
 
 def delete(svc: Services, who: Principal, serial: str, force: bool = False) -> None:
     """Protected hosts and hosts with an install under way need ``force``."""
-    with svc.db.write() as session:
-        host = host_store.get_host(session, serial)
-        if host.protected and not force:
-            raise Conflict(f"host {host.serial} is protected; delete it with force=true if you mean it")
-        if lifecycle.active_install(session, host.id) is not None and not force:
-            raise Conflict(f"host {host.serial} is {host.state} with an install under way; cancel it first")
-        host_store.delete_host(session, host.serial)
+    with audited(svc, who, "hosts.delete", Role.OPERATOR, [serial]) as act:
+        with svc.db.write() as session:
+            host = host_store.get_host(session, serial)
+            if host.protected and not force:
+                raise Conflict(f"host {host.serial} is protected; delete it with force=true if you mean it")
+            if lifecycle.active_install(session, host.id) is not None and not force:
+                raise Conflict(f"host {host.serial} is {host.state} with an install under way; cancel it first")
+            host_store.delete_host(session, host.serial)
+            act.done(session, f"host {host.serial} deleted{' (forced)' if force else ''}", targets=[host.serial])
 
 
 def import_file(svc: Services, who: Principal, text: str, filename: str, fmt: str) -> dict[str, int]:
     """Upsert the groups and hosts of a YAML/JSON/CSV file, all or nothing."""
-    return import_parsed(svc, who, parse_import(text, filename, fmt, svc.profiles.names()), filename)
+    with audited(svc, who, "hosts.import", Role.OPERATOR, [filename]) as act:
+        return _import(svc, who, act, parse_import(text, filename, fmt, svc.profiles.names()), filename)
 
 
 def import_parsed(svc: Services, who: Principal, parsed: ParsedImport, filename: str) -> dict[str, int]:
-    """The writing half of :func:`import_file`: one transaction, in which no
-    affected host may be left with a variable its profile refuses."""
+    """:func:`import_file` of a file already parsed."""
+    with audited(svc, who, "hosts.import", Role.OPERATOR, [filename]) as act:
+        return _import(svc, who, act, parsed, filename)
+
+
+def _import(svc: Services, who: Principal, act: Audited, parsed: ParsedImport, filename: str) -> dict[str, int]:
+    """The writing half of an import: one transaction, in which no affected
+    host may be left with a variable its profile refuses. An import that
+    defines groups needs an admin (groups set every member's variables)."""
+    if parsed.groups:
+        authorize(who, Role.ADMIN, "an import that defines groups")
+    act.targets = [row.spec.serial for row in parsed.hosts]
     with svc.db.write() as session:
         existing = host_store.existing_ids(session, [row.spec.serial for row in parsed.hosts])
         groups = [group_store.existing_id(session, group.name) for group in parsed.groups]
@@ -97,4 +117,6 @@ def import_parsed(svc: Services, who: Principal, parsed: ParsedImport, filename:
             row = next((row for row in parsed.hosts if serial_key(row.spec.serial) == serial_key(refused.serial)),
                        None)
             raise (refused.at(row.location) if row is not None else refused) from None
+        act.done(session, f"import of {filename}: {result.created} created, {result.updated} updated, "
+                          f"{len(parsed.groups)} group(s)", data={"groups": [g.name for g in parsed.groups]})
     return {"created": result.created, "updated": result.updated, "groups": len(parsed.groups)}

@@ -108,6 +108,10 @@ class Unauthorized(ApiError):
         return f"{message} ({TOKEN_HINT})"
 
 
+class Forbidden(ApiError):
+    """The token is valid but its role may not do this (403)."""
+
+
 class NotFound(ApiError):
     """No such host, group or profile (404)."""
 
@@ -141,7 +145,7 @@ class PowerFailed(ClientError):
 
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidInput, 413: InvalidInput, 422: InvalidInput,
-    401: Unauthorized, 403: Unauthorized,
+    401: Unauthorized, 403: Forbidden,
     404: NotFound,
     409: Conflict,
 }
@@ -379,6 +383,9 @@ class ApiClient:
             result.extend(batch)
             if len(batch) < page:
                 return result, after
+
+    def audit(self, filters: Mapping[str, str | int | None]) -> dict[str, Any]:
+        return dict(self.json("GET", "/audit", params=filters))
 
     def queue(self) -> dict[str, Any]:
         return dict(self.json("GET", "/queue"))

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from provisiond.cli.audit import audit
 from provisiond.cli.client import DEFAULT_CONFIG, DEFAULT_URL, ClientError, Connection
 from provisiond.cli.groups import groups
 from provisiond.cli.hosts import hosts
@@ -63,7 +64,7 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
       3  not found
       4  conflict: duplicate value, protected host, group in use
       5  invalid: the server rejected the input (the field is named)
-      6  unauthorized: no token, or a bad one
+      6  unauthorized: no token, a bad one, or one whose role may not do this
       7  unreachable: cannot reach the server (refused, no such name, timeout)
       8  install failed: the install being followed ended failed (the reason is printed)
       9  timed out waiting: --timeout passed before the install ended (it goes on)
@@ -78,7 +79,7 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
 main.add_command(hosts)
 main.add_command(groups)
 main.add_command(profiles)
-for command in (install, cancel, log, status, queue, power, bootdev):
+for command in (install, cancel, log, status, queue, power, bootdev, audit):
     main.add_command(command)
 
 

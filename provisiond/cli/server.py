@@ -74,46 +74,53 @@ def db_upgrade(settings: Settings) -> None:
     click.echo(f"database is at the newest schema: {_safe_url(settings)}")
 
 
+def _local_admin() -> Any:
+    """Who runs ``provisiond`` on the server itself: its (Unix) user, an admin."""
+    import getpass
+
+    from provisiond.actions.principal import Principal, Role
+
+    return Principal("cli", getpass.getuser(), Role.ADMIN)
+
+
 @main.group()
 def tokens() -> None:
-    """Admin API tokens."""
+    """API credentials: named, with a role (admin, operator, viewer) and an optional expiry."""
 
 
 @tokens.command("create")
 @click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin", show_default=True,
+              help="admin: everything; operator: hosts, installs, power; viewer: read only.")
+@click.option("--expires", metavar="DURATION", help="Refused after this long: 12h, 30d, 2w (default: never).")
 @click.pass_obj
-def tokens_create(settings: Settings, name: str) -> None:
-    """Create an admin token NAME and print it (it is shown only once)."""
-    from provisiond.web.auth import create_token
+def tokens_create(settings: Settings, name: str, role: str, expires: str | None) -> None:
+    """Create the token NAME and print it (it is shown only once)."""
+    from provisiond.actions import tokens as token_actions
 
-    svc = _ready(settings)
-    with svc.db.write() as session:
-        token = create_token(session, name)
-    click.echo(token)
+    created = token_actions.create(_ready(settings), _local_admin(), name, role, expires)
+    click.echo(created.token)
 
 
 @tokens.command("list")
 @click.pass_obj
 def tokens_list(settings: Settings) -> None:
-    """List admin token names."""
-    from provisiond.web.auth import list_tokens
+    """List tokens: NAME ROLE STATE CREATED EXPIRES (never the token itself)."""
+    from provisiond.actions import tokens as token_actions
 
-    svc = _ready(settings)
-    with svc.db.read() as session:
-        for token in list_tokens(session):
-            click.echo(f"{token.name}\t{token.created_at:%Y-%m-%d %H:%M}")
+    for token in token_actions.listing(_ready(settings), _local_admin()):
+        click.echo("\t".join([token["name"], token["role"], token["state"], token["created_at"][:16],
+                              (token["expires_at"] or "never")[:16]]))
 
 
 @tokens.command("revoke")
 @click.argument("name")
 @click.pass_obj
 def tokens_revoke(settings: Settings, name: str) -> None:
-    """Revoke the admin token NAME."""
-    from provisiond.web.auth import revoke_token
+    """Revoke the token NAME (refused at once here, by other instances within 5 s)."""
+    from provisiond.actions import tokens as token_actions
 
-    svc = _ready(settings)
-    with svc.db.write() as session:
-        revoke_token(session, name)
+    token_actions.revoke(_ready(settings), _local_admin(), name)
     click.echo(f"revoked {name}")
 
 
@@ -258,12 +265,12 @@ def power_worker(settings: Settings) -> None:
 def demo(settings: Settings, http_host: str | None, http_port: int | None, no_serve: bool) -> None:
     """Load the sample hosts into an empty database, write provctl's config
     with a fresh admin token, and serve."""
-    from sqlalchemy import func, select
+    from sqlalchemy import delete, func, select
 
     from provisiond import models
     from provisiond.actions import hosts as host_actions
     from provisiond.actions.principal import SYSTEM
-    from provisiond.web.auth import create_token, revoke_token
+    from provisiond.actions import tokens as token_actions
 
     settings = _listening(settings, http_host, http_port)
     svc = _ready(settings)
@@ -272,10 +279,9 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     if empty:
         result = host_actions.import_file(svc, SYSTEM, DEMO_HOSTS.read_text(), DEMO_HOSTS.name, "yaml")
         click.echo(f"loaded {result['created']} sample hosts from {DEMO_HOSTS}")
-    with svc.db.write() as session:
-        if session.scalar(select(models.ApiToken.id).where(models.ApiToken.name == "demo")):
-            revoke_token(session, "demo")
-        token = create_token(session, "demo")
+    with svc.db.write() as session:  # a fresh demo token each start; the old one is gone
+        session.execute(delete(models.ApiToken).where(models.ApiToken.name == "demo"))
+    token = token_actions.create(svc, SYSTEM, "demo", "admin").token
     url = _client_url(settings)
     _write_provctl_config(url, token)
     click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -20,16 +19,19 @@ from provisiond.install import timeline
 from provisiond.inventory import fields
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
+from provisiond.actions import audit
 from provisiond.actions import groups as group_actions
+from provisiond.actions import tokens as token_actions
 from provisiond.actions import hosts as host_actions
+from provisiond.actions import installs as install_actions
 from provisiond.inventory.schema import host_to_dict
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format
 from provisiond.kickstart import check
 from provisiond.kickstart.composer import InstallContext
-from provisiond.models import Host, utcnow
-from provisiond.power import queue as power_queue
+from provisiond.models import utcnow
 from provisiond.web import services
-from provisiond.web.auth import principal, requester
+from provisiond.actions.principal import Role
+from provisiond.web.auth import needs, principal
 from provisiond.web.bodies import flag, json_body, only_fields, raw_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -66,6 +68,7 @@ def one_off_variables() -> dict[str, Any]:
 
 
 @bp.get("/hosts")
+@needs(Role.VIEWER)
 def list_hosts():  # type: ignore[no-untyped-def]
     where = host_store.HostFilter(
         group=request.args.get("group"), profile=request.args.get("profile"),
@@ -80,12 +83,14 @@ def list_hosts():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/hosts")
+@needs(Role.OPERATOR)
 def create_host():  # type: ignore[no-untyped-def]
     record = host_actions.create(services(), principal(), json_body())
     return jsonify(host_to_dict(record)), 201
 
 
 @bp.get("/hosts/<serial>")
+@needs(Role.VIEWER)
 def show_host(serial: str):  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         record = host_store.load_record(session, serial)
@@ -93,11 +98,13 @@ def show_host(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.put("/hosts/<serial>")
+@needs(Role.OPERATOR)
 def replace_host(serial: str):  # type: ignore[no-untyped-def]
     return jsonify(host_to_dict(host_actions.replace(services(), principal(), serial, json_body())))
 
 
 @bp.patch("/hosts/<serial>")
+@needs(Role.OPERATOR)
 def edit_host(serial: str):  # type: ignore[no-untyped-def]
     """JSON Merge Patch (RFC 7396) of the host document: mappings merge all
     the way down, ``null`` clears a field or drops a variable, anything else
@@ -106,6 +113,7 @@ def edit_host(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/hosts/<serial>")
+@needs(Role.OPERATOR)
 def delete_host(serial: str):  # type: ignore[no-untyped-def]
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
     host_actions.delete(services(), principal(), serial, force)
@@ -116,6 +124,7 @@ def delete_host(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/hosts/<serial>/install")
+@needs(Role.OPERATOR)
 def arm_host(serial: str):  # type: ignore[no-untyped-def]
     """Arm an install: the host's next PXE boot installs it (token not returned).
 
@@ -125,15 +134,11 @@ def arm_host(serial: str):  # type: ignore[no-untyped-def]
     and nothing is armed."""
     body = json_body(required=False)
     force, power = _install_flags(body, set())
-    svc = services()
-    with svc.db.write() as session:
-        [answer] = _arm(session, [host_store.get_host(session, serial)], force, power, utcnow(), 0)
-    if power:
-        svc.power_bell.ring()
-    return jsonify(answer), 201
+    return jsonify(install_actions.arm(services(), principal(), serial, force=force, power=power)), 201
 
 
 @bp.post("/installs")
+@needs(Role.OPERATOR)
 def arm_hosts():  # type: ignore[no-untyped-def]
     """Arm many hosts at once (all or none), pacing their power-ons.
 
@@ -142,20 +147,10 @@ def arm_hosts():  # type: ignore[no-untyped-def]
     body = json_body()
     force, power = _install_flags(body, {"serials", "pace_seconds"})
     serials = body.get("serials")
-    if not isinstance(serials, list) or not serials or not all(isinstance(s, str) and s for s in serials):
+    if not isinstance(serials, list):
         raise ValidationError("serials", "expected a non-empty list of serial numbers")
-    if len(set(serials)) != len(serials):
-        twice = next(s for s in serials if serials.count(s) > 1)
-        raise ValidationError("serials", f"{twice} is listed twice")
-    svc = services()
-    pace = body.get("pace_seconds", svc.settings.power_pace_ms / 1000)
-    if isinstance(pace, bool) or not isinstance(pace, (int, float)) or not 0 <= pace <= 3600:
-        raise ValidationError("pace_seconds", "expected a number of seconds from 0 to 3600")
-    now = utcnow()
-    with svc.db.write() as session:
-        armed = _arm(session, host_store.get_hosts(session, serials), force, power, now, pace)
-    if power:
-        svc.power_bell.ring()
+    armed = install_actions.arm_many(services(), principal(), serials, force=force, power=power,
+                                     pace_seconds=body.get("pace_seconds"))
     return jsonify({"installs": armed}), 201
 
 
@@ -164,33 +159,14 @@ def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
     return flag(body, "force"), flag(body, "power")
 
 
-def _arm(session: Session, hosts: Sequence[Host], force: bool, power: bool, now: dt.datetime,
-         pace: float) -> list[dict[str, Any]]:
-    """Arm ``hosts`` (all or none) and, with ``power``, queue each one's
-    netboot, host i no earlier than i × ``pace`` seconds from now."""
-    svc = services()
-    armed = svc.lifecycle.arm_many(session, hosts, now, requester(), force=force)
-    operations: list[list[int]] = [[] for _ in armed]
-    if power:
-        queued = power_queue.queue_for_installs(session, [
-            (one.host, one.install_id, now + dt.timedelta(seconds=pace * i) if i else None)
-            for i, one in enumerate(armed)], by=requester(), now=now)
-        operations = [[operation.id] for operation in queued]
-    return [{"serial": one.serial, "state": "armed", "install_id": one.install_id,
-             "expires_at": one.expires_at.isoformat(), "power_operations": ids}
-            for one, ids in zip(armed, operations)]
-
-
 @bp.post("/hosts/<serial>/cancel")
+@needs(Role.OPERATOR)
 def cancel_install(serial: str):  # type: ignore[no-untyped-def]
-    svc = services()
-    with svc.db.write() as session:
-        svc.lifecycle.cancel(session, serial, utcnow(), requester())
-        record = host_store.load_record(session, serial)
-    return jsonify(host_to_dict(record))
+    return jsonify(host_to_dict(install_actions.cancel(services(), principal(), serial)))
 
 
 @bp.get("/hosts/<serial>/install")
+@needs(Role.VIEWER)
 def show_install(serial: str):  # type: ignore[no-untyped-def]
     """The host's current (or latest) install, never its token."""
     with services().db.read() as session:
@@ -202,6 +178,7 @@ def show_install(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/hosts/<serial>/events")
+@needs(Role.VIEWER)
 def host_events(serial: str):  # type: ignore[no-untyped-def]
     """The host's timeline after ``after`` (the ``cursor`` an earlier answer
     gave: following never misses or repeats a line); ``since``, an event id,
@@ -215,6 +192,7 @@ def host_events(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/events")
+@needs(Role.VIEWER)
 def all_events():  # type: ignore[no-untyped-def]
     """Every host's timeline after ``after``, optionally of one ``serial``
     (deleted hosts' too) or some ``kind``s; ``cursor`` to read on."""
@@ -241,6 +219,7 @@ def _cursor_arg(session: Session) -> events.Cursor:
 
 
 @bp.get("/queue")
+@needs(Role.VIEWER)
 def install_queue():  # type: ignore[no-untyped-def]
     svc = services()
     now = utcnow()
@@ -250,6 +229,7 @@ def install_queue():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/status")
+@needs(Role.VIEWER)
 def status():  # type: ignore[no-untyped-def]
     svc = services()
     with svc.db.read() as session:
@@ -258,6 +238,7 @@ def status():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/hosts/<serial>/kickstart")
+@needs(Role.VIEWER)
 def preview_kickstart(serial: str):  # type: ignore[no-untyped-def]
     """The composed kickstart, with a PREVIEW token in the callback URLs."""
     svc = services()
@@ -270,6 +251,7 @@ def preview_kickstart(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/hosts/<serial>/variables")
+@needs(Role.VIEWER)
 def host_variables(serial: str):  # type: ignore[no-untyped-def]
     svc = services()
     with svc.db.read() as session:
@@ -282,6 +264,7 @@ def host_variables(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/import/hosts")
+@needs(Role.OPERATOR)
 def import_hosts():  # type: ignore[no-untyped-def]
     """Upsert hosts from a YAML, JSON or CSV body, all or nothing."""
     svc = services()
@@ -308,6 +291,7 @@ def _format_from_content_type() -> str | None:
 
 
 @bp.get("/export/hosts")
+@needs(Role.VIEWER)
 def export_hosts():  # type: ignore[no-untyped-def]
     fmt = request.args.get("format", "yaml")
     if fmt not in ("yaml", "csv"):
@@ -324,6 +308,7 @@ def export_hosts():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/groups")
+@needs(Role.VIEWER)
 def list_groups():  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         rows = group_store.list_groups(session)
@@ -332,11 +317,13 @@ def list_groups():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/groups")
+@needs(Role.ADMIN)
 def create_group():  # type: ignore[no-untyped-def]
     return jsonify(group_actions.create(services(), principal(), json_body())), 201
 
 
 @bp.get("/groups/<name>")
+@needs(Role.VIEWER)
 def show_group(name: str):  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         group = group_store.get_group(session, name)
@@ -345,11 +332,13 @@ def show_group(name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/groups/<name>")
+@needs(Role.ADMIN)
 def edit_group(name: str):  # type: ignore[no-untyped-def]
     return jsonify(group_actions.edit(services(), principal(), name, json_body()))
 
 
 @bp.delete("/groups/<name>")
+@needs(Role.ADMIN)
 def delete_group(name: str):  # type: ignore[no-untyped-def]
     group_actions.delete(services(), principal(), name)
     return "", 204
@@ -359,6 +348,7 @@ def delete_group(name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/profiles")
+@needs(Role.VIEWER)
 def list_profiles():  # type: ignore[no-untyped-def]
     profiles = services().profiles.all()
     return jsonify({"profiles": [
@@ -368,6 +358,7 @@ def list_profiles():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/checks/profiles")
+@needs(Role.VIEWER)
 def check_profiles():  # type: ignore[no-untyped-def]
     """Render every host's kickstart and check every profile's declarations:
     for profiles and fragments edited on disk, and data older than the checks."""
@@ -381,5 +372,62 @@ def check_profiles():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/profiles/<name>")
+@needs(Role.VIEWER)
 def show_profile(name: str):  # type: ignore[no-untyped-def]
     return jsonify(services().profiles.get(name).to_dict())
+
+
+# --------------------------------------------------------------------------- credentials and the audit trail
+
+
+@bp.get("/tokens")
+@needs(Role.ADMIN)
+def list_tokens():  # type: ignore[no-untyped-def]
+    return jsonify({"tokens": token_actions.listing(services(), principal())})
+
+
+@bp.post("/tokens")
+@needs(Role.ADMIN)
+def create_token():  # type: ignore[no-untyped-def]
+    """``{"name", "role", "expires"}``: the token is in this answer, and never again."""
+    body = json_body()
+    only_fields(body, {"name", "role", "expires"})
+    expires = body.get("expires")
+    if expires is not None and not isinstance(expires, str):
+        raise ValidationError("expires", "expected a duration such as 30d, or never")
+    created = token_actions.create(services(), principal(), body.get("name"), body.get("role", "admin"), expires)
+    return jsonify({"name": created.name, "role": created.role.value, "token": created.token,
+                    "expires_at": created.expires_at.isoformat() if created.expires_at else None}), 201
+
+
+@bp.delete("/tokens/<name>")
+@needs(Role.ADMIN)
+def revoke_token(name: str):  # type: ignore[no-untyped-def]
+    token_actions.revoke(services(), principal(), name)
+    return "", 204
+
+
+@bp.get("/audit")
+@needs(Role.VIEWER)
+def audit_trail():  # type: ignore[no-untyped-def]
+    """Who did what, to which hosts, when, with what outcome; newest first.
+    Filters: principal (``token ops``), host, action, since, until (ISO 8601);
+    ``before`` (an entry id) pages back."""
+    where = audit.AuditFilter(principal=request.args.get("principal") or None,
+                              host=request.args.get("host") or None, action=request.args.get("action") or None,
+                              since=_time_arg("since"), until=_time_arg("until"))
+    limit = _int_arg("limit", 100, 1, 10_000) or 100
+    before = _int_arg("before", None, 1, 2**62)
+    with services().db.read() as session:
+        return jsonify({"entries": audit.entries(session, where, limit, before)})
+
+
+def _time_arg(name: str) -> dt.datetime | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(name, f"{value!r} is not an ISO 8601 time (2026-12-04T10:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

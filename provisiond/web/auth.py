@@ -1,17 +1,21 @@
-"""Default-deny authentication for every route.
+"""Default-deny authentication and authorization for every route.
 
-Every request must carry an admin bearer token unless its endpoint is on the
-explicit allow-list below, or the view declares that it authenticates its
-caller itself (installer views, by their one-time install token). A test
-walks the URL map so that no route can be added without one of the two.
+Every request must carry a bearer token (an API credential, see
+:mod:`provisiond.actions.tokens`) whose role allows the route, unless its
+endpoint is on the explicit allow-list below, or the view declares that it
+authenticates its caller itself (installer views, by their one-time install
+token). Every other route declares the role it needs with :func:`needs`; a
+route that declares none is refused to everyone. A test walks the URL map so
+that no route can be added without one of the three, and proves that a
+viewer is refused every write and an operator every admin-only route.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
@@ -20,9 +24,8 @@ from sqlalchemy.orm import Session
 
 from provisiond import models
 from provisiond.actions.principal import Principal, Role
-from provisiond.db import on_commit
-from provisiond.errors import Conflict, NotFound, Unauthorized
-from provisiond.inventory import fields
+from provisiond.actions.tokens import create_unaudited, hash_token
+from provisiond.errors import Forbidden, Unauthorized
 
 #: Endpoints anyone may call: they reveal nothing about hosts.
 PUBLIC_ENDPOINTS = frozenset({
@@ -44,6 +47,18 @@ def self_authenticating(view: F) -> F:
     return view
 
 
+def needs(role: Role) -> Callable[[F], F]:
+    """Declare the role a route needs (checked before the view runs)."""
+    def mark(view: F) -> F:
+        view._provisiond_role = role  # type: ignore[attr-defined]
+        return view
+    return mark
+
+
+def required_role(view: Any) -> Role | None:
+    return getattr(view, "_provisiond_role", None)
+
+
 def gate() -> None:
     endpoint = request.endpoint
     if endpoint is None:  # no such route: let the 404/405 through
@@ -56,11 +71,33 @@ def gate() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("this route needs an admin token: send 'Authorization: Bearer <token>'")
-    name = _token_name(token.strip())
-    if name is None:
-        raise Unauthorized("the bearer token is not valid")
-    g.token_name = name
+        raise Unauthorized("this route needs an API token: send 'Authorization: Bearer <token>'")
+    credential = _credential(token.strip())
+    if credential is None:
+        raise Unauthorized("the bearer token is not valid (unknown, revoked or expired)")
+    who = Principal("token", credential.name, credential.role)
+    g.principal = who
+    needed = required_role(view)
+    if needed is None:  # default deny: a route that says nothing serves nobody
+        raise _refused(who, endpoint, f"route {endpoint} declares no role; it serves nobody")
+    if not who.role.allows(needed):
+        raise _refused(who, endpoint, f"{who} is a {who.role}; this route needs the {needed} role (or a higher one)")
+
+
+def _refused(who: Principal, endpoint: str, message: str) -> Forbidden:
+    """A refusal, on the audit trail too (a viewer trying to write is news)."""
+    from provisiond.actions.audit import record_refusal
+    from provisiond.web import services
+
+    record_refusal(services(), who, f"{request.method} {request.path}", endpoint, message)
+    return Forbidden(message)
+
+
+@dataclass(frozen=True)
+class _Credential:
+    name: str
+    role: Role
+    expires_at: dt.datetime | None
 
 
 #: A token found valid is trusted this long without asking the database again
@@ -69,71 +106,56 @@ def gate() -> None:
 #: (`provisiond tokens revoke`, another HTTP instance) within this many seconds.
 TOKEN_CACHE_SECONDS = 5.0
 _TOKEN_CACHE_MAX = 1024
-#: (database URL, token hash) -> (token name, monotonic time it expires)
-_token_cache: dict[tuple[str, str], tuple[str, float]] = {}
+#: (database URL, token hash) -> (credential, monotonic time the entry goes stale)
+_token_cache: dict[tuple[str, str], tuple[_Credential, float]] = {}
 
 
-def _token_name(token: str) -> str | None:
-    """The name of the admin token, or None when it is not (or no longer) valid."""
+def _credential(token: str) -> _Credential | None:
+    """The credential a token is, or None when it is not (or no longer) valid."""
     from provisiond.web import services
 
     db = services().db
     key = (db.url, hash_token(token))
     now = time.monotonic()
     cached = _token_cache.get(key)
-    if cached is not None and cached[1] > now:
-        return cached[0]
-    with db.read() as session:
-        name = session.scalar(select(models.ApiToken.name).where(models.ApiToken.token_hash == key[1]))
-    if name is None:
-        _token_cache.pop(key, None)
-    else:
+    if cached is None or cached[1] <= now:
+        with db.read() as session:
+            row = session.execute(select(models.ApiToken.name, models.ApiToken.role, models.ApiToken.expires_at)
+                                  .where(models.ApiToken.token_hash == key[1],
+                                         models.ApiToken.revoked_at.is_(None))).first()
+        if row is None:
+            _token_cache.pop(key, None)
+            return None
         if len(_token_cache) >= _TOKEN_CACHE_MAX:
             _token_cache.clear()
-        _token_cache[key] = (name, now + TOKEN_CACHE_SECONDS)
-    return name
+        cached = (_Credential(row.name, Role(row.role), row.expires_at), now + TOKEN_CACHE_SECONDS)
+        _token_cache[key] = cached
+    credential = cached[0]
+    if credential.expires_at is not None and credential.expires_at <= models.utcnow():
+        return None
+    return credential
 
 
-def _forget_token(name: str) -> None:
-    for key, (cached_name, _expiry) in list(_token_cache.items()):
-        if cached_name == name:
+def forget_token(name: str) -> None:
+    for key, (credential, _stale) in list(_token_cache.items()):
+        if credential.name == name:
             _token_cache.pop(key, None)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_token(session: Session, name: str) -> str:
-    """Create an admin token; the plain token is returned once and never stored."""
-    fields.name(name, "name")
-    if session.scalar(select(models.ApiToken.id).where(models.ApiToken.name == name)) is not None:
-        raise Conflict(f"a token named {name!r} already exists")
-    token = "pvd_" + secrets.token_urlsafe(32)
-    session.add(models.ApiToken(name=name, token_hash=hash_token(token)))
-    return token
-
-
-def list_tokens(session: Session) -> list[models.ApiToken]:
-    return list(session.scalars(select(models.ApiToken).order_by(models.ApiToken.name)))
-
-
-def revoke_token(session: Session, name: str) -> None:
-    token = session.scalar(select(models.ApiToken).where(models.ApiToken.name == name))
-    if token is None:
-        raise NotFound(f"no token named {name!r}")
-    session.delete(token)
-    _forget_token(name)
-    # Again after the commit: a request in between may have cached it anew.
-    on_commit(session, lambda: _forget_token(name))
-
+def create_token(session: Session, name: str, role: Role = Role.ADMIN) -> str:
+    """A token in the caller's transaction (tests, the demo's first start);
+    operators use ``provisiond tokens create`` (audited)."""
+    return create_unaudited(session, name, role)
 
 
 def principal() -> Principal:
-    """Who makes this admin request (every API token is an admin for now)."""
-    return Principal("token", g.get("token_name", "?"), Role.ADMIN)
+    """Who makes this request (set by :func:`gate`)."""
+    who = g.get("principal")
+    if who is None:
+        raise Unauthorized("no credential")
+    return who
 
 
 def requester() -> str:
-    """Who made this admin request, as events and logs name it: ``token ops``."""
-    return f"token {g.get('token_name', '?')}"
+    """Who made this request, as events and logs name it: ``token ops``."""
+    return str(principal())

@@ -108,7 +108,15 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
         "get": _op("One power operation: queued, running, done (with the BMC's answer) or failed (why)",
                    params=("operation_id",)),
     },
-    "/api/v1/queue": {"get": _op("The install cap, hosts installing, and waiting hosts in order")},
+    "/api/v1/queue": {"get": _op("The install caps, hosts installing, and waiting hosts in order")},
+    "/api/v1/tokens": {
+        "get": _op("API credentials (admin): name, role, state, expiry; never the token"),
+        "post": _op("Create a credential (admin; body: {name, role, expires}); the token is in this answer only",
+                    ok="201", body="application/json"),
+    },
+    "/api/v1/tokens/{name}": {"delete": _op("Revoke a credential (admin)", ok="204", params=("name",))},
+    "/api/v1/audit": {"get": _op("The audit trail, newest first", params=(
+        "principal", "host", "action", "auditsince", "until", "limit", "before"))},
     "/api/v1/status": {"get": _op("Hosts per install state, the cap and slots in use")},
     "/boot/{name}": {"get": _BOOT_FILE},
     "/boot/ipxe/{mac}": {"get": _op("The iPXE boot script for a MAC: installer for an armed host, else exit "
@@ -150,6 +158,12 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "format": _query("format", "yaml, json or csv (default: from Content-Type or filename)"),
     "exportformat": _query("format", "yaml (default) or csv", {"enum": ["yaml", "csv"]}),
     "filename": _query("filename", "the file name used in error messages"),
+    "principal": _query("principal", "who acted, as the trail names them (token ops)"),
+    "host": _query("host", "a serial number the action was about"),
+    "action": _query("action", "hosts.edit, installs.arm, ..."),
+    "auditsince": _query("since", "from this time (ISO 8601)"),
+    "until": _query("until", "before this time (ISO 8601)"),
+    "before": _query("before", "entries older than this entry id", {"type": "integer", "minimum": 1}),
 }
 
 

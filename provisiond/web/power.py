@@ -12,22 +12,19 @@ from flask import Blueprint, jsonify
 
 from provisiond.errors import NotFound, ValidationError
 from provisiond.inventory import hosts as host_store
-from provisiond.models import Host, PowerOperation, utcnow
+from provisiond.models import Host, PowerOperation
 from provisiond.power import queue
 from provisiond.web import services
-from provisiond.web.auth import requester
+from provisiond.actions.principal import Role
+from provisiond.actions import power as power_actions
+from provisiond.web.auth import needs, principal
 from provisiond.web.bodies import flag, json_body, only_fields
 
 bp = Blueprint("power", __name__, url_prefix="/api/v1")
 
 
 def _queued(serial: str, action: str, argument: str, persistent: bool = False):  # type: ignore[no-untyped-def]
-    svc = services()
-    with svc.db.write() as session:  # enqueue validates; a refusal rolls back, nothing is written
-        host = host_store.get_host(session, serial)
-        operation = queue.enqueue(session, host, action, argument, persistent=persistent, by=requester(), now=utcnow())
-        body = queue.to_dict(operation, serial)
-    svc.power_bell.ring()
+    body = power_actions.request(services(), principal(), serial, action, argument, persistent)
     response = jsonify(body)
     response.status_code = 202
     response.headers["Location"] = f"/api/v1/power/{body['id']}"
@@ -44,6 +41,7 @@ def _choice(body: dict[str, object], field: str, choices: tuple[str, ...]) -> st
 
 
 @bp.post("/hosts/<serial>/power")
+@needs(Role.OPERATOR)
 def power(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"action": "on"|"off"|"reset"|"status"}`` for the host's BMC."""
     body = json_body()
@@ -52,6 +50,7 @@ def power(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/hosts/<serial>/bootdev")
+@needs(Role.OPERATOR)
 def bootdev(serial: str):  # type: ignore[no-untyped-def]
     """Queue ``{"device": "pxe"|"disk"|"status", "persistent": bool}``."""
     body = json_body()
@@ -64,6 +63,7 @@ def bootdev(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/hosts/<serial>/power")
+@needs(Role.VIEWER)
 def host_operations(serial: str):  # type: ignore[no-untyped-def]
     """The host's latest power operations, newest first."""
     with services().db.read() as session:
@@ -73,6 +73,7 @@ def host_operations(serial: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/power/<operation_id>")
+@needs(Role.VIEWER)
 def operation(operation_id: str):  # type: ignore[no-untyped-def]
     """One power operation: queued, running, done (with the BMC's answer) or failed (with why)."""
     if not operation_id.isdigit() or len(operation_id) > 18:

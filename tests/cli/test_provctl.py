@@ -197,7 +197,7 @@ def test_every_error_has_its_exit_status_and_changes_nothing(provctl, demo_data,
     assert failed.stderr.startswith("provctl: bad.csv:3: nics[0].mac: '52:54:00:00:00:zz' is not a MAC address")
 
     denied = provctl("hosts", "list", env={"PROVISIOND_TOKEN": "pvd_not_a_token"}, status=ExitStatus.UNAUTHORIZED)
-    assert denied.stderr == ("provctl: the bearer token is not valid "
+    assert denied.stderr == ("provctl: the bearer token is not valid (unknown, revoked or expired) "
                              "(create one on the server with `provisiond tokens create NAME`)\n")
     provctl("hosts", "rm", "SN-WEB-0001", "--yes", env={"PROVISIOND_TOKEN": "x"}, status=ExitStatus.UNAUTHORIZED)
     kept = tmp_path / "kept.csv"

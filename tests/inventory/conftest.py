@@ -64,12 +64,15 @@ Snapshot = dict[str, list[tuple[Any, ...]]]
 @pytest.fixture
 def snapshot(services: Services) -> Callable[[], Snapshot]:
     """Every row of every table, in primary-key order: equal snapshots mean
-    the database holds exactly the same data."""
+    the database holds exactly the same data. The audit trail is left out:
+    a refused request is recorded there, and that is all it changes."""
 
     def take() -> Snapshot:
         result: Snapshot = {}
         with services.db.read() as session:
             for table in Base.metadata.sorted_tables:
+                if table.name == "audit":
+                    continue
                 query = select(table).order_by(*table.primary_key.columns)
                 result[table.name] = [tuple(row) for row in session.execute(query)]
         return result
