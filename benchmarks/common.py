@@ -293,7 +293,7 @@ class Server:
         self._log = self.log_path.open("wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisiond.cli.server", "serve"],
+            [sys.executable, "-m", "provisiond.cli.server", "run"],
             env=ws.env(self.port, workers), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ws.root,  # not the checkout: `-m` puts the cwd first on sys.path
         )

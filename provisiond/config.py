@@ -54,6 +54,15 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_workers: int = 2
+    #: A gunicorn.conf.py whose settings apply over provisiond's own (not the listeners).
+    gunicorn_config: str = ""
+    #: Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For
+    #: and X-Forwarded-Proto are believed; from anyone else they are ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: ``ADDRESS:PORT`` where `provisiond worker` answers /healthz and /readyz (empty: nowhere).
+    worker_health_listen: str = ""
+    #: ``ADDRESS:PORT`` where `provisiond netboot` answers /healthz and /readyz (empty: nowhere).
+    netboot_health_listen: str = ""
     #: ``ADDRESS:PORT`` on the provisioning network: the boot endpoints (iPXE
     #: scripts, kernels, installer callbacks) are served there, and only
     #: there, apart from the admin API on http_host:http_port. Empty: one
@@ -86,6 +95,9 @@ class Settings:
     max_report_bytes: int = 256 * 1024
     #: A hook running longer than this is killed (and says so in the timeline).
     hook_timeout_seconds: int = 60
+    #: A hook that fails (exit status, timeout) is run again, backing off, up
+    #: to this many times in all.
+    hook_attempts: int = 3
     #: How often the reaper in `provisiond serve` looks for expired installs.
     reaper_interval_seconds: int = 30
     #: Timeline events older than this many days are deleted (0: kept for ever).
@@ -126,10 +138,17 @@ class Settings:
     bmc_budget_seconds: int = 30
     #: Batch installs start one machine every this many milliseconds.
     power_pace_ms: int = 500
+    #: Where the fake BMC driver keeps its hosts' state (empty: data_dir/fake-bmc).
+    fake_bmc_dir: str = ""
     #: Wake-on-LAN: send raw frames on this interface (empty: UDP to wol_broadcast).
     wol_interface: str = ""
     wol_broadcast: str = "255.255.255.255"
     wol_port: int = 9
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets of this machine's processes (the workers' doorbells)."""
+        return self.data_dir / "run"
 
     @property
     def profile_dirs(self) -> tuple[Path, ...]:
@@ -163,7 +182,7 @@ _CHOICES = {"dhcp_mode": {"full", "proxy", "relay", "off"}, "unknown_mac": {"ign
 _POSITIVE_INT_KEYS = {
     "dhcp_port", "tftp_port", "tftp_max_transfers", "tftp_timeout_seconds",
     "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
-    "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "reaper_interval_seconds",
+    "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "hook_attempts", "reaper_interval_seconds",
     "power_workers", "power_poll_ms", "bmc_budget_seconds", "wol_port",
 }
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -256,7 +275,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
         if key == "public_url" and value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: {value!r} must start with http:// or https://")
-        if key == "boot_listen" and value:
+        if key in ("boot_listen", "worker_health_listen", "netboot_health_listen") and value:
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"{where}: {value!r} is not ADDRESS:PORT (e.g. 10.0.0.1:8080)")
@@ -268,6 +287,20 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ConfigError(f"{where}: expected a list of subnet mappings (network, router, dns, pool)")
         return [dict(item) for item in value]
+    if key == "trusted_proxies":
+        value = _yaml_value(value, where) if not (isinstance(value, str) and "," in value) else value.split(",")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of addresses or networks")
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"{where}: {item!r} is not an address or a network (10.0.0.0/8)") from None
+        return [str(item).strip() for item in value]
     if key == "variables":
         value = _yaml_value(value, where)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger("provisiond.db")
 T = TypeVar("T")
@@ -238,11 +239,50 @@ def alembic_config(url: str) -> Any:
     return config
 
 
+#: The PostgreSQL advisory lock migrations hold ("pvdm").
+_MIGRATION_LOCK = 0x7076646D
+
+
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration, under a database-wide lock:
+    two at once (two machines starting) take turns, and the second finds
+    nothing left to do."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), "head")
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            command.upgrade(alembic_config(url), "head")
+            return
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{database}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            command.upgrade(alembic_config(url), "head")
+        finally:
+            os.close(fd)
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as holder:
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+            try:
+                command.upgrade(alembic_config(url), "head")
+            finally:
+                holder.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+    finally:
+        engine.dispose()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The database's migration revision (None: none yet)."""
+    if not inspect(engine).has_table("alembic_version"):
+        return None
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+    return None if row is None else str(row[0])
 
 
 def schema_is_current(engine: Engine) -> bool:

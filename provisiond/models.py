@@ -204,6 +204,9 @@ class PowerOperation(Base):
     #: A running operation whose worker is gone past this time is run again.
     lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When its last command to the BMC ended: the next operation on that BMC
+    #: (whichever worker claims it) keeps bmc_min_gap_ms from then.
+    last_command_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Nic(Base):
@@ -303,3 +306,38 @@ class Lease(Base):
     #: end of the quarantine. The address is free after this time.
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WorkItem(Base):
+    """Deferred work (a hook to run; agent jobs next), claimed by a worker
+    with a lease and retried with backoff. Only :mod:`provisiond.worker.queue`
+    writes these rows."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (Index("ix_work_items_state_run_after", "state", "run_after"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # hook
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL", name="fk_work_items_host_id_hosts"))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    #: Not claimed before this time (a retry's backoff).
+    run_after: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: A running item whose worker is gone past this time is claimed again.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Meta(Base):
+    """Facts about this installation that every instance must agree on
+    (``secret_key_fingerprint``)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

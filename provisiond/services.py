@@ -14,7 +14,7 @@ from provisiond.install.slots import Limits
 from provisiond.kickstart.composer import Composer
 from provisiond.kickstart.guard import VariableGuard
 from provisiond.kickstart.profiles import ProfileStore
-from provisiond.power.bell import Bell
+from provisiond.bell import Bell
 from provisiond.vault import Vault
 
 
@@ -33,8 +33,9 @@ class Services:
 
     @cached_property
     def power_bell(self) -> Bell:
-        """Rung after a commit that queued power operations (see :mod:`provisiond.power.bell`)."""
-        return Bell()
+        """Rung after a commit that queued power operations: wakes the power
+        workers (:mod:`provisiond.bell`)."""
+        return Bell(self.settings.run_dir, "power", self.db)
 
     @cached_property
     def profiles(self) -> ProfileStore:
@@ -51,7 +52,8 @@ class Services:
 
     @cached_property
     def hooks(self) -> HookRunner:
-        return HookRunner(self.settings.hooks_dir, self.settings.hook_timeout_seconds, self.db)
+        return HookRunner(self.settings.hooks_dir, self.settings.hook_timeout_seconds, self.db,
+                          self.settings.hook_attempts)
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
@@ -62,4 +64,5 @@ class Services:
             limits=Limits(cap=s.install_cap, retry_seconds=s.slot_retry_seconds, stale_seconds=s.queue_stale_seconds),
             arm_ttl=dt.timedelta(seconds=s.arm_ttl_seconds),
             install_timeout=dt.timedelta(seconds=s.install_timeout_seconds),
+            power_bell=self.power_bell,
         )

@@ -24,6 +24,12 @@ class Vault:
             keys.append(_read_key(old))
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
+    @property
+    def fingerprint(self) -> str:
+        """Which key this is, without telling it: the first 16 hex digits of
+        its SHA-256 (the database keeps the one it was sealed with)."""
+        return fingerprint(_read_key(self.key_file))
+
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode("ascii")
 
@@ -37,6 +43,17 @@ class Vault:
 
     def rotate(self, token: str) -> str:
         return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+
+
+def fingerprint(key: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def key_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the key in ``path``, None if there is none."""
+    return fingerprint(_read_key(path)) if path.exists() else None
 
 
 def _read_key(path: Path) -> bytes:

@@ -149,10 +149,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``provisiond serve`` in a subprocess (real gunicorn workers)."""
+    """provisiond in a subprocess: ``provisiond run`` (serve, worker and,
+    with netboot_address, netboot, each a process) or one ``role`` alone."""
 
     def __init__(self, settings: Settings, workers: int = 2, port: int | None = None,
-                 arguments: tuple[str, ...] = (), **extra_env: str) -> None:
+                 arguments: tuple[str, ...] = (), role: str = "run", **extra_env: str) -> None:
         """``port``: the same one as a stopped server's, to model a restart.
         ``arguments``: more for ``provisiond serve``; with ``--port`` among
         them the port and public URL come from the command line alone."""
@@ -172,7 +173,7 @@ class LiveServer:
         self.log = settings.data_dir.parent / "server.log"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisiond.cli.server", "serve", *arguments],
+            [sys.executable, "-m", "provisiond.cli.server", role, *arguments],
             env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )
         self._wait()
@@ -181,7 +182,7 @@ class LiveServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"provisiond serve exited: {self.log.read_text()}")
+                raise RuntimeError(f"provisiond exited: {self.log.read_text()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return

@@ -46,12 +46,10 @@ def arm_many(svc: Services, who: Principal, serials: Sequence[str], *, force: bo
             if power:
                 queued = power_queue.queue_for_installs(session, [
                     (one.host, one.install_id, now + dt.timedelta(seconds=pace * i) if i else None)
-                    for i, one in enumerate(armed)], by=str(who), now=now)
+                    for i, one in enumerate(armed)], by=str(who), now=now, bell=svc.power_bell)
                 operations = [[operation.id] for operation in queued]
             act.done(session, f"armed {len(armed)} host(s){' with power' if power else ''}"
                               f"{' (forced)' if force else ''}", targets=[one.serial for one in armed])
-    if power:
-        svc.power_bell.ring()  # after the commit: the worker claims what it can now see
     return [{"serial": one.serial, "state": "armed", "install_id": one.install_id,
              "expires_at": one.expires_at.isoformat(), "power_operations": ids}
             for one, ids in zip(armed, operations)]

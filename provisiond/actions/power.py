@@ -24,9 +24,8 @@ def request(svc: Services, who: Principal, serial: str, action: str, argument: s
         with svc.db.write() as session:  # enqueue validates; a refusal rolls back, nothing is written
             host = host_store.get_host(session, serial)
             operation = queue.enqueue(session, host, action, argument, persistent=persistent, by=str(who),
-                                      now=utcnow())
+                                      now=utcnow(), bell=svc.power_bell)
             body = queue.to_dict(operation, host.serial)
             act.done(session, f"{body['description']} queued (operation {body['id']})", targets=[host.serial],
                      data={"operation": body["id"]})
-    svc.power_bell.ring()
     return body

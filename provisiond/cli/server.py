@@ -1,6 +1,9 @@
 """``provisiond``: run and administer the server on its own machine.
 
-    provisiond serve            migrate the database, then serve HTTP
+    provisiond run              migrate the database, then serve, worker (and netboot): one machine
+    provisiond serve            HTTP only (admin API, installer and boot endpoints)
+    provisiond worker           power operations, the reaper, hooks
+    provisiond netboot          DHCP and TFTP for one segment
     provisiond demo             sample profiles + hosts, an admin token, then serve
     provisiond db upgrade       apply schema migrations
     provisiond tokens create N  print a new admin API token (stored hashed)
@@ -127,7 +130,7 @@ def tokens_revoke(settings: Settings, name: str) -> None:
 @main.command()
 @click.pass_obj
 def reap(settings: Settings) -> None:
-    """Fail installs past their deadline (one pass; `serve` does this every
+    """Fail installs past their deadline (one pass; `worker` does this every
     reaper_interval_seconds)."""
     from provisiond.install.reaper import reap_once
 
@@ -152,12 +155,19 @@ def secrets_rotate(settings: Settings) -> None:
 
     from provisiond import models
 
-    svc = _ready(settings)
+    from provisiond.startup import record_rotation
+
+    svc = _ready(settings, rotating=True)
     with svc.db.write() as session:
         hosts = session.scalars(select(models.Host).where(models.Host.bmc_secret.is_not(None))).all()
         for host in hosts:
             host.bmc_secret = svc.vault.rotate(host.bmc_secret)
-    click.echo(f"re-encrypted {len(hosts)} BMC secret(s) with {settings.secret_key_file}")
+        installs = session.scalars(select(models.Install).where(models.Install.active.is_(True))).all()
+        for install in installs:
+            install.token_sealed = svc.vault.rotate(install.token_sealed)
+    record_rotation(svc)
+    click.echo(f"re-encrypted {len(hosts)} BMC secret(s) and {len(installs)} install token(s) with "
+               f"{settings.secret_key_file}; restart every instance with this key file")
 
 
 @main.group()
@@ -198,63 +208,64 @@ def bootloaders_status(settings: Settings) -> None:
                                    "run `provisiond bootloaders install`")
 
 
-@main.command()
-@click.option("--host", "http_host", help="Address to listen on (default: setting http_host).")
-@click.option("--port", "http_port", type=int, help="Port to listen on (default: setting http_port).")
-@click.option("--workers", type=int, help="HTTP worker processes (default: setting http_workers).")
-@click.option("--no-netboot", is_flag=True, help="HTTP only: no DHCP/TFTP in this process.")
-@click.pass_obj
-def serve(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None,
-          no_netboot: bool) -> None:
-    """Migrate the database and serve everything: HTTP (admin API, installer
-    and boot endpoints) and DHCP/TFTP (`netboot`) when netboot_address names
-    this server's address on the boot network (and not --no-netboot)."""
-    settings = _listening(settings, http_host, http_port)
-    svc = _ready(settings)
-    daemon = None
-    if not settings.netboot_address and not no_netboot:
-        logging.getLogger("provisiond").info("netboot off: set netboot_address to serve DHCP/TFTP on a segment")
-    if settings.netboot_address and not no_netboot:
-        from provisiond.netboot.daemon import NetbootDaemon
+def _listen_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--host", "http_host", help="Address to listen on (default: setting http_host)."),
+        click.option("--port", "http_port", type=int, help="Port to listen on (default: setting http_port)."),
+        click.option("--workers", type=click.IntRange(1, 256), help="HTTP worker processes (default: setting "
+                                                                       "http_workers)."),
+    ]):
+        command = option(command)
+    return command
 
-        daemon = NetbootDaemon(svc)
-        daemon.start()  # threads in the master process; HTTP workers fork without them
-    try:
-        _run_http(svc, http_host, http_port, workers)
-    finally:
-        if daemon is not None:
-            daemon.stop()
+
+@main.command()
+@_listen_options
+@click.pass_obj
+def serve(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
+    """Serve HTTP (admin API, installer and boot endpoints): gunicorn and
+    nothing else. Refuses a database whose schema is not current. Power
+    operations, the reaper and hooks run in `provisiond worker`, DHCP/TFTP
+    in `provisiond netboot`; `provisiond run` runs all of them."""
+    from provisiond.web.server import run as run_http
+
+    settings = _listening(settings, http_host, http_port)
+    _ready(settings)
+    run_http(settings, settings.http_host, settings.http_port, workers or settings.http_workers)
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run the background work until SIGTERM: power operations, the reaper
+    (and event pruning), hooks. Any number may run against one database.
+    /healthz and /readyz at worker_health_listen (if set)."""
+    from provisiond.worker.process import run_until_signalled
+
+    run_until_signalled(_ready(settings))
 
 
 @main.command()
 @click.pass_obj
 def netboot(settings: Settings) -> None:
-    """Serve DHCP (per dhcp_mode) and TFTP for one boot segment, until SIGTERM."""
+    """Serve DHCP (per dhcp_mode) and TFTP for one boot segment, until SIGTERM.
+    /healthz and /readyz at netboot_health_listen (if set)."""
     from provisiond.netboot.daemon import run_until_signalled
 
     run_until_signalled(_ready(settings))
 
 
-@main.command("power-worker")
+@main.command("run")
+@_listen_options
 @click.pass_obj
-def power_worker(settings: Settings) -> None:
-    """Carry out queued BMC operations (serve runs this too), until SIGTERM or Ctrl-C.
-
-    Several may run against one database: each operation is claimed once
-    and one BMC is never driven by two at a time."""
-    import signal
-
-    from provisiond.power.worker import PowerWorker
-
-    worker = PowerWorker(_ready(settings))
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.5)
-    except KeyboardInterrupt:
-        worker.stop()
-        worker.join()
+def run_all(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
+    """Everything on this machine, for the quick start and small sites:
+    migrate the database, then run `serve`, `worker` and (when
+    netboot_address is set) `netboot` as child processes until SIGTERM or
+    Ctrl-C. If one of them stops, the others are stopped too."""
+    settings = _listening(settings, http_host, http_port)
+    _ready(settings, migrate=True)
+    _run_roles(settings, http_host, http_port, workers)
 
 
 @main.command()
@@ -264,7 +275,7 @@ def power_worker(settings: Settings) -> None:
 @click.pass_obj
 def demo(settings: Settings, http_host: str | None, http_port: int | None, no_serve: bool) -> None:
     """Load the sample hosts into an empty database, write provctl's config
-    with a fresh admin token, and serve."""
+    with a fresh admin token, and run everything (as `provisiond run`)."""
     from sqlalchemy import delete, func, select
 
     from provisiond import models
@@ -273,7 +284,7 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     from provisiond.actions import tokens as token_actions
 
     settings = _listening(settings, http_host, http_port)
-    svc = _ready(settings)
+    svc = _ready(settings, migrate=True)
     with svc.db.read() as session:
         empty = not session.scalar(select(func.count()).select_from(models.Host))
     if empty:
@@ -287,7 +298,7 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")
     click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
     if not no_serve:
-        _run_http(svc, http_host, http_port, None)
+        _run_roles(settings, http_host, http_port, None)
 
 
 def _client_url(settings: Settings) -> str:
@@ -306,37 +317,30 @@ def _write_provctl_config(url: str, token: str) -> None:
         yaml.safe_dump({"url": url, "token": token}, handle)
 
 
-def _ready(settings: Settings) -> Any:
-    """Services over a database at the newest schema."""
-    from provisiond.db import schema_is_current, upgrade
-    from provisiond.kickstart.check import check_settings_variables
+def _ready(settings: Settings, migrate: bool = False, rotating: bool = False) -> Any:
+    """Services that passed the start-up checks (:mod:`provisiond.startup`):
+    a current schema (``migrate``: bring it there), the database's own
+    secret key, loadable profiles."""
+    from provisiond.startup import ready
 
-    svc = _services(settings)
-    if not schema_is_current(svc.db.engine):
-        upgrade(settings.effective_database_url)
-    svc.vault  # create the key on first start, before any worker forks
-    svc.profiles.all()  # a broken profile stops start-up with its file and key
-    check_settings_variables(settings.variables, svc.profiles)  # and so does a wrong-typed global variable
-    return svc
+    return ready(_services(settings), migrate=migrate, rotating=rotating)
 
 
-def _run_http(svc: Any, host: str | None, port: int | None, workers: int | None) -> None:
-    settings = svc.settings
-    from provisiond.install.reaper import Reaper
-    from provisiond.web.server import run
+def _run_roles(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
+    """``serve``, ``worker`` and (with netboot_address) ``netboot`` as child
+    processes, supervised (:mod:`provisiond.cli.supervise`)."""
+    from provisiond.cli.supervise import Supervisor
 
-    from provisiond.power.worker import PowerWorker
-
-    reaper = Reaper(svc, settings.reaper_interval_seconds)
-    power = PowerWorker(svc)
-    reaper.start()  # in the master process; the HTTP workers fork without them
-    power.start()
-    try:
-        run(settings, host or settings.http_host, port or settings.http_port, workers or settings.http_workers,
-            svc.power_bell)
-    finally:
-        power.stop()
-        reaper.stop()
+    config = click.get_current_context().meta.get("provisiond.config_file")
+    base = [sys.executable, "-m", "provisiond.cli.server", *(["--config", config] if config else [])]
+    listen = [*(["--host", http_host] if http_host else []), *(["--port", str(http_port)] if http_port else []),
+              *(["--workers", str(workers)] if workers else [])]
+    roles = {"serve": [*base, "serve", *listen], "worker": [*base, "worker"]}
+    if settings.netboot_address:
+        roles["netboot"] = [*base, "netboot"]
+    else:
+        logging.getLogger("provisiond").info("netboot off: set netboot_address to serve DHCP/TFTP on a segment")
+    raise SystemExit(Supervisor(roles).run())
 
 
 def _safe_url(settings: Settings) -> str:

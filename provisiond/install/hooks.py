@@ -1,6 +1,7 @@
 """Operator hooks: executables in ``hooks/<event>.d/`` run on lifecycle events.
 
-Each runs in the background with a timeout and this environment:
+Each runs in the worker (``provisiond worker``), queued in the transaction
+of the change that fires it, with a timeout and this environment:
 
     PROVISIOND_EVENT     on-armed | on-installing | on-installed | on-failed
     PROVISIOND_SERIAL    the host's serial number
@@ -11,25 +12,28 @@ Each runs in the background with a timeout and this environment:
     PROVISIOND_STATE     the state it just entered
     PROVISIOND_REASON    why (for on-failed: hw_mismatch, timeout, installer_error, cancelled)
 
-Output and exit status become events on the host's timeline. A failing or
-hanging hook never blocks an installer request or crashes the server.
+Output and exit status become events on the host's timeline. A hook that
+fails (exit status, timeout) is run again, backing off, up to
+``hook_attempts`` times in all; make hooks safe to repeat. A failing or
+hanging hook never blocks an installer request or crashes anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import os
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
-from provisiond import models
 from provisiond.db import Database
-from provisiond import events
-from provisiond.inventory.fields import serial_key
+from provisiond.worker import queue as work_queue
 
 log = logging.getLogger("provisiond.hooks")
 
@@ -63,11 +67,14 @@ class HookCall:
 
 
 class HookRunner:
-    def __init__(self, hooks_dir: Path, timeout: float, db: Database) -> None:
+    """Queues an event's hooks (in the change's own transaction) and runs
+    one when the worker claims it (:mod:`provisiond.worker`)."""
+
+    def __init__(self, hooks_dir: Path, timeout: float, db: Database, attempts: int = 3) -> None:
         self.hooks_dir = hooks_dir
         self.timeout = timeout
         self.db = db
-        self._threads: list[threading.Thread] = []
+        self.attempts = attempts
 
     def executables(self, event: str) -> list[Path]:
         folder = self.hooks_dir / f"{event}.d"
@@ -75,29 +82,24 @@ class HookRunner:
             return []
         return sorted(p for p in folder.iterdir() if p.is_file() and os.access(p, os.X_OK))
 
-    def fire(self, call: HookCall, scripts: list[Path] | None = None) -> None:
-        """Run the event's hooks in a background thread; return at once.
-        ``scripts``: the event's executables as the caller just listed them."""
-        scripts = self.executables(call.event) if scripts is None else scripts
-        if not scripts:
-            return
-        thread = threading.Thread(target=self._run_all, args=(call, scripts), daemon=True,
-                                  name=f"hooks-{call.event}-{call.serial}")
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for running hooks (tests and shutdown)."""
-        for thread in list(self._threads):
-            thread.join(timeout)
-
-    def _run_all(self, call: HookCall, scripts: list[Path]) -> None:
+    def enqueue(self, target: Session | Connection, call: HookCall, scripts: list[Path], host_id: int | None,
+                now: dt.datetime) -> None:
+        """One work item per hook, in the caller's transaction."""
         for script in scripts:
-            try:
-                message, ok = self._run(call, script)
-            except Exception as exc:  # never let a hook take the server down
-                message, ok = f"hook {script.name} could not run: {exc}", False
-            self._record(call, script, message, ok)
+            work_queue.enqueue(target, KIND, {"script": script.name, **dataclasses.asdict(call)}, host_id=host_id,
+                               now=now, max_attempts=self.attempts)
+
+    def run(self, payload: dict[str, Any]) -> tuple[str, bool]:
+        """Run the hook a work item names: (its outcome in words, ok)."""
+        call = HookCall(**{k: v for k, v in payload.items() if k != "script"})
+        script = self.hooks_dir / f"{call.event}.d" / str(payload["script"])
+        if script.parent.resolve() != (self.hooks_dir / f"{call.event}.d").resolve() or not (
+                script.is_file() and os.access(script, os.X_OK)):
+            return f"hook {script.name} is no longer in {script.parent}: not run", False
+        try:
+            return self._run(call, script)
+        except Exception as exc:  # never let a hook take the worker down
+            return f"hook {script.name} could not run: {exc}", False
 
     def _run(self, call: HookCall, script: Path) -> tuple[str, bool]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **call.environment()}
@@ -112,15 +114,9 @@ class HookRunner:
             return f"hook {script.name} failed with exit status {done.returncode}{_tail(output)}", False
         return f"hook {script.name} ran{_tail(output)}", True
 
-    def _record(self, call: HookCall, script: Path, message: str, ok: bool) -> None:
-        (log.info if ok else log.warning)("%s %s: %s", call.event, call.serial, message)
-        try:
-            with self.db.write() as session:
-                host_id = session.scalar(select(models.Host.id).where(models.Host.serial_key == serial_key(call.serial)))
-                events.record(session, events.Kind.HOOK, message, host_id=host_id,
-                              data={"event": call.event, "hook": script.name, "ok": ok})
-        except Exception:
-            log.exception("could not record the outcome of hook %s", script.name)
+
+#: The work queue's kind for a hook to run.
+KIND = "hook"
 
 
 def _text(value: bytes | str | None) -> str:

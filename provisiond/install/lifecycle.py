@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from provisiond import models
-from provisiond.db import Database, on_commit
+from provisiond.bell import Bell
+from provisiond.db import Database
 from provisiond.errors import Conflict, NotFound
 from provisiond import events
 from provisiond.install import slots
@@ -140,6 +141,8 @@ class Lifecycle:
     limits: slots.Limits
     arm_ttl: dt.timedelta
     install_timeout: dt.timedelta
+    #: Rung after a commit that queued power operations (done's boot device → disk).
+    power_bell: Bell | None = None
 
     # ----------------------------------------------------------------- arming
 
@@ -283,10 +286,9 @@ class Lifecycle:
             decision = slots.decide(connection, seen, self.limits)
             if decision.granted:
                 self._grant(connection, seen, decision, now)
+                self._queue_hooks(connection, "on-installing", seen.host_id, HostState.INSTALLING, None, now)
             else:
                 self._record_wait(connection, seen, decision, now)
-        if decision.granted:
-            self._fire(db, "on-installing", seen.host_id, HostState.INSTALLING, None)
         return decision
 
     def _read_only_answer(self, connection: Connection, token: str, now: dt.datetime,
@@ -363,7 +365,7 @@ class Lifecycle:
         self._move(session, host, install, {HostState.INSTALLING}, HostState.INSTALLED, None, "installed",
                    "install done: slot freed, token revoked, PXE answer is now local boot", now, hook="on-installed")
         _finish(install, "installed", now)
-        power_queue.queue_after_install(session, host, install.id, now)
+        power_queue.queue_after_install(session, host, install.id, now, self.power_bell)
         return True
 
     def failed(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
@@ -372,17 +374,28 @@ class Lifecycle:
     # ------------------------------------------------------------------ reaper
 
     def reap(self, session: Session, now: dt.datetime) -> list[str]:
-        """Fail every install past its deadline, freeing its slot. Never re-arms."""
+        """Fail every install past its deadline, freeing its slot. Never
+        re-arms. Several reapers (instances) may run at once: on PostgreSQL
+        each takes the installs no other holds (``SKIP LOCKED``), and an
+        install that another reaper or a late callback ended meanwhile is
+        left alone quietly (its compare-and-set lost; nothing else of the
+        pass is undone)."""
         expired = session.scalars(
             select(models.Install).where(models.Install.active.is_(True), models.Install.expires_at <= now)
-            .order_by(models.Install.id)
+            .order_by(models.Install.id).with_for_update(skip_locked=True)
         ).all()
         reaped = []
         for install in expired:
             host = install.host
             stage = "install slot deadline" if host.state == HostState.INSTALLING.value else "install deadline"
-            self._fail(session, host, install, "timeout",
-                       f"{stage} passed at {install.expires_at:%Y-%m-%d %H:%M:%S} UTC without a callback", now)
+            try:
+                with session.begin_nested():
+                    self._fail(session, host, install, "timeout", f"{stage} passed at "
+                               f"{install.expires_at:%Y-%m-%d %H:%M:%S} UTC without a callback", now)
+            except IllegalTransition as lost:
+                session.refresh(install)
+                log.debug("reaper: install %d of %s ended elsewhere meanwhile (%s)", install.id, host.serial, lost)
+                continue
             reaped.append(host.serial)
         return reaped
 
@@ -405,26 +418,18 @@ class Lifecycle:
         # The UPDATE wrote them: the loaded row learns them without a second UPDATE at flush.
         set_committed_value(host, "state", target.value)
         set_committed_value(host, "state_reason", reason)
-        runner = self.hooks
-        if hook is None or runner is None:
-            return
-        scripts = runner.executables(hook)
-        if scripts:  # the host is read for its hooks only when there are some
-            call = _hook_call(session, hook, host.id, target, reason)
-            on_commit(session, lambda: runner.fire(call, scripts))
+        if hook is not None:
+            self._queue_hooks(session, hook, host.id, target, reason, now)
 
-    def _fire(self, db: Database, hook: str, host_id: int, state: HostState, reason: str | None) -> None:
-        """Run ``hook`` for a change already committed outside a session. As
-        with any after-commit action, a failure here is logged and never
-        breaks the request whose change has happened."""
+    def _queue_hooks(self, target: Session | Connection, hook: str, host_id: int, state: HostState,
+                     reason: str | None, now: dt.datetime) -> None:
+        """Queue the event's hooks in the change's own transaction: they run
+        (in the worker) exactly when the change committed, once each."""
         runner = self.hooks
         scripts = runner.executables(hook) if runner is not None else []
-        if runner is None or not scripts:
+        if runner is None or not scripts:  # the host is read for its hooks only when there are some
             return
-        try:
-            runner.fire(db.ask(lambda connection: _hook_call(connection, hook, host_id, state, reason)), scripts)
-        except Exception:
-            log.exception("%s hook of host id %s not run", hook, host_id)
+        runner.enqueue(target, _hook_call(target, hook, host_id, state, reason), scripts, host_id, now)
 
     @staticmethod
     def _set_state(session: Session | Connection, host_id: int, serial: str, install_id: int | None,

@@ -1,8 +1,9 @@
 """The reaper: fails installs past their deadline, freeing their slots.
 
-``provisiond serve`` runs :class:`Reaper` in its master process; ``provisiond
-reap`` runs one pass (for cron, or several servers sharing one database —
-passes are safe to run concurrently: each failure is a compare-and-set).
+``provisiond worker`` runs :class:`Reaper`; ``provisiond reap`` runs one
+pass (for cron). Passes are safe to run concurrently, in any number of
+workers: each takes the installs no other holds, and each failure is a
+compare-and-set.
 A reaped host goes to FAILED(timeout); it is never re-armed by itself.
 """
 
@@ -48,6 +49,8 @@ class Reaper(threading.Thread):
         self.services = services
         self.interval = interval
         self.stopping = threading.Event()
+        #: When its last pass ended (monotonic), for the worker's readiness.
+        self.heartbeat = time.monotonic()
 
     def run(self) -> None:
         pruned_at = 0.0
@@ -57,6 +60,7 @@ class Reaper(threading.Thread):
                 if time.monotonic() - pruned_at >= PRUNE_INTERVAL_SECONDS:
                     prune_events(self.services)
                     pruned_at = time.monotonic()
+                self.heartbeat = time.monotonic()
             except Exception:  # keep reaping; the next pass may succeed
                 log.exception("reaper pass failed")
 

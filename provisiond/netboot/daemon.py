@@ -65,7 +65,15 @@ def run_until_signalled(services: Services) -> None:
         signal.signal(signum, lambda *_: stop.set())
     daemon = NetbootDaemon(services)
     daemon.start()
+    health = None
+    if services.settings.netboot_health_listen:
+        from provisiond.health import HealthListener
+
+        health = HealthListener(services.settings.netboot_health_listen, services.db, [], "netboot")
+        health.start()
     try:
         stop.wait()
     finally:
+        if health is not None:
+            health.stop()
         daemon.stop()

@@ -9,6 +9,7 @@ commands come too fast; the worker runs every driver call through here.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -44,6 +45,20 @@ class Pacer:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._last: dict[str, float] = {}
+        self._last_wall: dict[str, dt.datetime] = {}
+
+    def seen_elsewhere(self, key: str, at: dt.datetime | None) -> None:
+        """The BMC's last command ended at ``at`` (wall clock), by another
+        worker perhaps: the next one here keeps the gap from then too."""
+        if at is None:
+            return
+        ago = (dt.datetime.now(dt.timezone.utc) - at).total_seconds()
+        with self._guard:
+            self._last[key] = max(self._last.get(key, float("-inf")), self.clock() - ago)
+
+    def last_command(self, key: str) -> dt.datetime | None:
+        """When the last command to the BMC ended here (wall clock)."""
+        return self._last_wall.get(key)
 
     @contextmanager
     def turn(self, key: str) -> Iterator[None]:
@@ -57,6 +72,7 @@ class Pacer:
                 yield
             finally:
                 self._last[key] = self.clock()
+                self._last_wall[key] = dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass

@@ -72,6 +72,8 @@ def _answer_waiting(myaddr: Any) -> bool:
     return any(session.pktqueue for session in list(sessions.values()))
 
 
+#: pyghmi's own, kept for tests/test_dependency_internals.py (pyghmi is pinned for this).
+PYGHMI_IO_WAIT = pyghmi_session._io_wait
 pyghmi_session._io_wait = _io_wait
 
 # pyghmi hands every Command for the same BMC and credentials the same live

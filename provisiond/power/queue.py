@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisiond import models
+from provisiond.bell import Bell
+from provisiond.db import on_commit
 from provisiond.errors import NotFound, ValidationError
 from provisiond import events
 from provisiond.inventory.hosts import record_event
@@ -71,11 +73,11 @@ def bmc_target(host: models.Host) -> Target:
 
 
 def enqueue(session: Session, host: models.Host, action: str, argument: str, *, by: str, now: dt.datetime,
-            persistent: bool = False, install_id: int | None = None,
-            not_before: dt.datetime | None = None) -> models.PowerOperation:
+            persistent: bool = False, install_id: int | None = None, not_before: dt.datetime | None = None,
+            bell: Bell | None = None) -> models.PowerOperation:
     """Queue one operation for ``host``'s BMC (409 if it has none)."""
     return enqueue_many(session, [Request(host, action, argument, persistent, install_id, not_before)],
-                        by=by, now=now)[0]
+                        by=by, now=now, bell=bell)[0]
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,12 @@ class Request:
     not_before: dt.datetime | None = None
 
 
-def enqueue_many(session: Session, requests: Sequence[Request], *, by: str,
-                 now: dt.datetime) -> list[models.PowerOperation]:
+def enqueue_many(session: Session, requests: Sequence[Request], *, by: str, now: dt.datetime,
+                 bell: Bell | None = None) -> list[models.PowerOperation]:
     """Queue operations in the caller's transaction, each with an Event
     naming it and its BMC; all are checked first (a bad one raises before
-    anything is written), then written together."""
+    anything is written), then written together. ``bell`` is rung once the
+    transaction has committed: the power workers look at once."""
     targets = []
     for request in requests:
         validate(request.action, request.argument)
@@ -112,11 +115,13 @@ def enqueue_many(session: Session, requests: Sequence[Request], *, by: str,
                      f"queued by {by}: {describe(request.action, request.argument, request.persistent)} on BMC "
                      f"{target.bmc} (operation {operation.id}{when})",
                      {"operation": operation.id, "status": "queued"})
+    if bell is not None and operations:
+        on_commit(session, bell.ring)
     return operations
 
 
 def queue_for_installs(session: Session, armed: Sequence[tuple[models.Host, int, dt.datetime | None]], *,
-                       by: str, now: dt.datetime) -> list[models.PowerOperation]:
+                       by: str, now: dt.datetime, bell: Bell | None = None) -> list[models.PowerOperation]:
     """After arming (host, install id, not before): per host one operation
     that boots the machine from the network once."""
     for host, _, _ in armed:  # a host without a BMC is refused by enqueue_many
@@ -125,10 +130,11 @@ def queue_for_installs(session: Session, armed: Sequence[tuple[models.Host, int,
                          f"{host.bmc_type} cannot choose the boot device: the machine must try the network "
                          "first by its own boot order")
     return enqueue_many(session, [Request(host, "power", "netboot", install_id=install_id, not_before=not_before)
-                                  for host, install_id, not_before in armed], by=by, now=now)
+                                  for host, install_id, not_before in armed], by=by, now=now, bell=bell)
 
 
-def queue_after_install(session: Session, host: models.Host, install_id: int, now: dt.datetime) -> None:
+def queue_after_install(session: Session, host: models.Host, install_id: int, now: dt.datetime,
+                        bell: Bell | None = None) -> None:
     """After ``done``: boot from disk from now on. Where that cannot be done
     the host still boots locally: its PXE answer is local boot."""
     if not host.bmc_type or not driver_class(host.bmc_type).sets_boot_device:
@@ -137,7 +143,8 @@ def queue_after_install(session: Session, host: models.Host, install_id: int, no
                      f"boot device left as it is ({why}); the host boots locally because its PXE answer "
                      "is local boot")
         return
-    enqueue(session, host, "bootdev", "disk", persistent=True, by="provisiond", now=now, install_id=install_id)
+    enqueue(session, host, "bootdev", "disk", persistent=True, by="provisiond", now=now, install_id=install_id,
+            bell=bell)
 
 
 def get(session: Session, operation_id: int) -> models.PowerOperation:
@@ -199,6 +206,9 @@ class Claimed:
     bmc_user: str | None
     bmc_secret: str | None
     mac: str | None
+    bmc_key: str | None = None
+    #: When the BMC's last command ended (any worker's): the next keeps the gap from then.
+    paced_after: dt.datetime | None = None
 
 
 #: A host's primary MAC: the NIC marked primary, else the first.
@@ -216,10 +226,13 @@ def claim(connection: Connection, now: dt.datetime, lease: dt.timedelta, limit: 
     other = _OP.alias("other")
     blocked = exists().where(other.c.bmc_key == _OP.c.bmc_key, or_(
         other.c.status == "running", and_(other.c.status == "queued", other.c.id < _OP.c.id)))
+    earlier = _OP.alias("earlier")
+    paced_after = (select(func.max(earlier.c.last_command_at)).where(earlier.c.bmc_key == _OP.c.bmc_key)
+                   .scalar_subquery())
     candidates = connection.execute(
         select(_OP.c.id, _OP.c.action, _OP.c.argument, _OP.c.persistent, _HOSTS.c.serial, _HOSTS.c.bmc_type,
                _HOSTS.c.bmc_address, _HOSTS.c.bmc_port, _HOSTS.c.bmc_user, _HOSTS.c.bmc_secret,
-               _PRIMARY_MAC.label("mac"))
+               _PRIMARY_MAC.label("mac"), _OP.c.bmc_key, paced_after.label("paced_after"))
         .join(_HOSTS, _HOSTS.c.id == _OP.c.host_id)
         .where(_OP.c.status == "queued", _due(now), ~blocked).order_by(_OP.c.id).limit(limit)).all()
     if not candidates:
@@ -262,6 +275,8 @@ class Finished:
     result: str | None
     message: str
     at: dt.datetime
+    #: When its last command to the BMC ended (None: it sent none).
+    last_command_at: dt.datetime | None = None
 
 
 def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
@@ -273,7 +288,7 @@ def finish(connection: Connection, outcomes: Sequence[Finished]) -> list[int]:
         host_id = connection.scalar(
             update(_OP).where(_OP.c.id == outcome.operation_id, _OP.c.status == "running")
             .values(status="done" if outcome.ok else "failed", result=outcome.result, message=outcome.message,
-                    finished_at=outcome.at, lease_until=None)
+                    finished_at=outcome.at, lease_until=None, last_command_at=outcome.last_command_at)
             .returning(_OP.c.host_id))
         if host_id is None:
             continue

@@ -1,8 +1,8 @@
 """The power worker: claims queued operations and carries them out, several
 BMCs in parallel (bounded), one command at a time per BMC.
 
-``provisiond serve`` runs it in its master process beside the reaper;
-``provisiond power-worker`` runs it alone. Operations live in the database,
+``provisiond worker`` runs it beside the reaper and the work queue. Any
+number of workers may run against one database. Operations live in the database,
 so a restart loses none: a running operation whose worker died is queued
 again when its lease passes.
 """
@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 
+from provisiond.bell import Bell
 from provisiond.errors import ProvisiondError
 from provisiond.models import utcnow
 from provisiond.power import queue
@@ -27,7 +29,7 @@ log = logging.getLogger("provisiond.power")
 
 def options_of(services: Services) -> DriverOptions:
     s = services.settings
-    return DriverOptions(state_dir=str(s.data_dir / "fake-bmc"),
+    return DriverOptions(state_dir=s.fake_bmc_dir or str(s.data_dir / "fake-bmc"),
                          wol_interface=s.wol_interface, wol_broadcast=s.wol_broadcast, wol_port=s.wol_port)
 
 
@@ -49,7 +51,9 @@ class PowerWorker(threading.Thread):
         # A lease outlives the whole retry budget of an operation, with room to spare.
         self.lease = dt.timedelta(seconds=self.policy.budget * 2 + 30)
         self.stopping = threading.Event()
-        self.bell = services.power_bell
+        self.bell = Bell(services.settings.run_dir, "power", services.db)
+        #: When its last pass ended (monotonic): a worker's readiness looks at it.
+        self.heartbeat = time.monotonic()
         self._running = 0
         self._count_lock = threading.Lock()
         #: Outcomes from the BMC threads, recorded by the worker's next pass.
@@ -59,9 +63,17 @@ class PowerWorker(threading.Thread):
     def run(self) -> None:
         log.info("power worker: up to %d BMCs at once, %d ms between commands to one BMC",
                  self.parallel, round(self.policy.min_gap * 1000))
+        self.bell.listen()
+        try:
+            self._loop()
+        finally:
+            self.bell.close()
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 self.pass_once()
+                self.heartbeat = time.monotonic()
             except Exception:  # keep working; the database may be back on the next pass
                 log.exception("power worker pass failed")
             self.bell.wait(self.poll)
@@ -118,10 +130,13 @@ class PowerWorker(threading.Thread):
         what = f"operation {operation_id}: {queue.describe(claimed.action, claimed.argument, claimed.persistent)}"
         try:
             work = queue.work_of(claimed, self.services.vault)
+            key = work.target.key
+            self.pacer.seen_elsewhere(key, claimed.paced_after)  # the gap holds across workers too
             outcome = carry_out(driver_for(work.target, self.options), self.pacer, self.policy,
                                 work.action, work.argument, work.persistent, what)
             (log.info if outcome.ok else log.warning)("host %s: %s", claimed.serial, outcome.message)
-            finished = queue.Finished(operation_id, outcome.ok, outcome.result, outcome.message, utcnow())
+            finished = queue.Finished(operation_id, outcome.ok, outcome.result, outcome.message, utcnow(),
+                                      self.pacer.last_command(key))
         except ProvisiondError as exc:  # the host lost its BMC, or its password cannot be decrypted
             log.warning("host %s: %s failed: %s", claimed.serial, what, exc)
             finished = queue.Finished(operation_id, False, None, f"{what} failed: {exc}", utcnow())
@@ -133,8 +148,8 @@ class PowerWorker(threading.Thread):
             with self._count_lock:
                 self._running -= 1
         self._finished.put(finished)
-        self.bell.ring()
+        self.bell.ring_here()
 
     def stop(self) -> None:
         self.stopping.set()
-        self.bell.ring()
+        self.bell.ring_here()

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
+from provisiond.web.proxies import TrustedProxies
 from provisiond.web import api, auth, boot, installer, ipxe, listeners, meta, power
 
 log = logging.getLogger("provisiond.web")
@@ -33,6 +34,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(ipxe.bp)
     app.register_blueprint(boot.bp)
     _register_error_handlers(app)
+    if settings.trusted_proxies:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     return app
 
 

@@ -30,6 +30,7 @@ from provisiond.errors import Forbidden, Unauthorized
 #: Endpoints anyone may call: they reveal nothing about hosts.
 PUBLIC_ENDPOINTS = frozenset({
     "meta.health",
+    "meta.ready",
     "meta.openapi",
     # Kernels, initrds and stage files: installers fetch them before they hold
     # any credential, and they are the distribution's public files.

@@ -130,8 +130,6 @@ def done(token: str) -> Response:
     with _install_call(token, finished_ok=True) as call:
         json_body(_limit(), required=False)
         first = call.svc.lifecycle.done(call.session, call.install, call.now)
-    if first:
-        call.svc.power_bell.ring()  # the boot device → disk operation it queued
     return _answer(200, "install recorded as done; the next boot is from the local disk" if first
                    else "install was already recorded as done", status="installed")
 

@@ -24,7 +24,7 @@ from provisiond.errors import NotFound
 
 #: The blueprints and endpoints a machine being installed calls.
 BOOT_BLUEPRINTS = frozenset({"boot", "ipxe", "installer"})
-BOTH = frozenset({"meta.health"})
+BOTH = frozenset({"meta.health", "meta.ready"})
 
 
 def split_address(listen: str) -> tuple[str, int]:

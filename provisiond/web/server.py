@@ -1,4 +1,14 @@
-"""The built-in HTTP server: gunicorn, embedded, with the app built per worker."""
+"""The HTTP role (``provisiond serve``): gunicorn, embedded, HTTP only.
+
+The gunicorn master runs nothing but gunicorn: no thread is started in it
+before it forks its workers (the power worker, the reaper and the work queue
+run in ``provisiond worker``; DHCP and TFTP in ``provisiond netboot``). Each
+worker builds its own services (database engine, connections) after the
+fork. gunicorn's control socket is off (several instances on one machine
+would share ``~/.gunicorn/gunicorn.ctl``); ``gunicorn_config`` names a
+``gunicorn.conf.py`` whose settings apply over provisiond's own, the
+listeners excepted.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +18,38 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from provisiond.config import Settings
-from provisiond.power.bell import Bell
 
 log = logging.getLogger("provisiond.web")
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any], power_bell: Bell | None) -> None:
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self.settings = settings
         self.options = options
-        self.power_bell = power_bell
         super().__init__()
 
     def load_config(self) -> None:
+        binds = self.options["bind"]
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        if self.settings.gunicorn_config:
+            self.load_config_from_file(str(self.settings.gunicorn_config))
+            self.cfg.set("bind", binds)  # the listeners are provisiond's settings
 
     def load(self) -> Any:
-        """In each worker, after the fork: its own Services (database engine,
-        connections), but the master's power bell, so the power worker in the
-        master wakes when this worker queues an operation."""
+        """In each worker, after the fork: its own Services."""
         from provisiond.services import Services
         from provisiond.web.app import build_app
 
-        services = Services.build(self.settings)
-        if self.power_bell is not None:
-            services.power_bell = self.power_bell
-        return build_app(services=services)
+        return build_app(services=Services.build(self.settings))
 
 
 def _die_with_the_master(_server: Any, _worker: Any) -> None:
     """gunicorn ``post_fork``: a worker gets SIGTERM when its master dies.
 
     Without it a master killed with SIGKILL leaves its workers answering HTTP
-    (with no netboot, power worker or reaper behind them) and holding the port,
-    so a restart fails; with it the workers end with the master, as under
-    systemd's control group."""
+    and holding the port, so a restart fails; with it the workers end with
+    the master, as under systemd's control group."""
     import ctypes
     import signal
 
@@ -69,10 +75,9 @@ def _warm_up(worker: Any) -> None:
         log.warning("worker %s: database warm-up failed (%s); the first request will connect", worker.pid, exc)
 
 
-def run(settings: Settings, host: str, port: int, workers: int, power_bell: Bell | None = None) -> None:
+def options(settings: Settings, host: str, port: int, workers: int) -> dict[str, Any]:
     binds = [f"{host}:{port}"] + ([settings.boot_listen] if settings.boot_listen else [])
-    log.info("serving HTTP on %s with %d workers", " and ".join(binds), workers)
-    _Gunicorn(settings, {
+    return {
         "bind": binds,
         "workers": workers,
         "worker_class": "sync",
@@ -81,6 +86,13 @@ def run(settings: Settings, host: str, port: int, workers: int, power_bell: Bell
         "loglevel": settings.log_level.lower(),
         "timeout": 60,
         "graceful_timeout": 10,
+        "control_socket_disable": True,
         "post_fork": _die_with_the_master,
         "post_worker_init": _warm_up,
-    }, power_bell).run()
+    }
+
+
+def run(settings: Settings, host: str, port: int, workers: int) -> None:
+    chosen = options(settings, host, port, workers)
+    log.info("serving HTTP on %s with %d workers", " and ".join(chosen["bind"]), workers)
+    _Gunicorn(settings, chosen).run()

@@ -55,7 +55,6 @@ running() {
 start() {
   running && return 0
   boots=$(( $(cat "$vm/boots" 2>/dev/null || echo 0) + 1 ))
-  echo "$boots" > "$vm/boots"
   case "$(cat "$state/boot" 2>/dev/null)" in
     default) net=2 disk=1 ;;
     *) net=1 disk=2 ;;
@@ -66,6 +65,8 @@ start() {
   SERIAL_LOG=$vm/serial-$boots.log NET_BOOTINDEX=$net DISK_BOOTINDEX=$disk \
     sh "$vm/qemu.sh" < /dev/null > "$vm/qemu-$boots.log" 2>&1 &
   echo $! > "$vm/qemu.pid.new" && mv "$vm/qemu.pid.new" "$vm/qemu.pid"
+  # Counted only now: a test that sees boot N also finds its QEMU's pid.
+  echo "$boots" > "$vm/boots.new" && mv "$vm/boots.new" "$vm/boots"
   # Return once sh has become QEMU (or died: its log says why), so that
   # "on" means QEMU runs.
   qemu=$!

@@ -1,5 +1,6 @@
-"""Hooks run after commit, in the background, with their documented
-environment; failures and hangs become events and never block a request."""
+"""Hooks are queued with the change that fires them and run by the worker,
+with their documented environment; failures and hangs become events, are
+retried with backoff, and never block a request."""
 
 import dataclasses
 import time
@@ -31,7 +32,8 @@ def hooked(settings, tmp_path, services):
     script("on-installed", "10-done", f"echo $PROVISIOND_SERIAL > {out}/installed\n")
     script("on-failed", "10-why", f"echo $PROVISIOND_REASON > {out}/failed\n")
     (hooks / "on-armed.d" / "99-not-executable").write_text("#!/bin/sh\nexit 1\n")
-    svc = Services.build(dataclasses.replace(settings, hooks_dir=hooks, hook_timeout_seconds=1))
+    svc = Services.build(dataclasses.replace(settings, hooks_dir=hooks, hook_timeout_seconds=1,
+                                             hook_attempts=1))
     client = build_app(services=svc).test_client()
     from provisiond.web.auth import create_token
 
@@ -40,8 +42,14 @@ def hooked(settings, tmp_path, services):
     client.post("/api/v1/import/hosts?filename=hosts.yaml", data=DEMO_HOSTS.read_bytes(),
                 headers={**headers, "Content-Type": "application/yaml"})
     yield svc, client, headers, out
-    svc.hooks.wait(10)
     svc.db.dispose()
+
+
+def run_hooks(svc) -> int:
+    """What the worker does: carry out every queued hook."""
+    from provisiond.worker.runner import WorkRunner
+
+    return WorkRunner(svc).run_pending()
 
 
 def test_hooks_get_their_environment_and_report_outcomes(hooked):
@@ -49,7 +57,7 @@ def test_hooks_get_their_environment_and_report_outcomes(hooked):
     started = time.monotonic()
     assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
     assert time.monotonic() - started < 1, "a hanging hook must not block the request"
-    svc.hooks.wait(10)
+    run_hooks(svc)
     env = dict(line.split("=", 1) for line in (out / "armed.env").read_text().splitlines())
     assert env == {
         "PROVISIOND_EVENT": "on-armed", "PROVISIOND_SERIAL": "712DM2Y", "PROVISIOND_HOSTNAME": "db01.example.com",
@@ -75,7 +83,7 @@ def test_installing_installed_and_failed_hooks(hooked):
     client.post(f"/install/{token}/done")
     client.post("/api/v1/hosts/SN-WEB-0001/install", json={}, headers=headers)
     client.post("/api/v1/hosts/SN-WEB-0001/cancel", headers=headers)
-    svc.hooks.wait(10)
+    run_hooks(svc)
     env = dict(line.split("=", 1) for line in (out / "installing.env").read_text().splitlines())
     assert env == {  # a grant is written without loading the host: the hook still learns all of it
         "PROVISIOND_EVENT": "on-installing", "PROVISIOND_SERIAL": "712DM2Y", "PROVISIOND_HOSTNAME": "db01.example.com",
@@ -90,5 +98,59 @@ def test_no_hook_fires_for_a_rolled_back_change(hooked):
     svc, client, headers, out = hooked
     client.patch("/api/v1/hosts/712DM2Y", json={"protected": True}, headers=headers)
     assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 409
-    svc.hooks.wait(10)
+    run_hooks(svc)
     assert not (out / "armed.env").exists()
+
+
+def test_a_failing_hook_is_retried_with_backoff_each_attempt_an_event(hooked, monkeypatch):
+    """The work queue: a hook that fails is queued again, backing off; after
+    its last attempt it is failed for good. Nothing is lost by a restart:
+    the items live in the database."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from provisiond import models
+    from provisiond.worker import queue
+
+    svc, client, headers, out = hooked
+    retrying = Services(dataclasses.replace(svc.settings, hook_attempts=2), svc.db)
+    client2 = build_app(services=retrying).test_client()
+    assert client2.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
+    assert run_hooks(retrying) == 3  # three hooks, one attempt each
+    with svc.db.read() as session:
+        items = {i.payload["script"]: i for i in session.scalars(select(models.WorkItem))}
+    assert {name: (i.state, i.attempts) for name, i in items.items()} == {
+        "10-record": ("done", 1), "20-fail": ("queued", 1), "30-hang": ("queued", 1)}
+    assert items["20-fail"].run_after > models.utcnow() + dt.timedelta(seconds=3)  # backing off
+    monkeypatch.setattr(queue, "BACKOFF", dt.timedelta(0))
+    with svc.db.write() as session:  # the backoff passes
+        session.execute(models.WorkItem.__table__.update().values(run_after=models.utcnow()))
+    assert run_hooks(retrying) == 2
+    with svc.db.read() as session:
+        states = {i.payload["script"]: (i.state, i.attempts) for i in session.scalars(select(models.WorkItem))}
+    assert states == {"10-record": ("done", 1), "20-fail": ("failed", 2), "30-hang": ("failed", 2)}
+    work = [e["message"] for e in client.get("/api/v1/hosts/712DM2Y/events", headers=headers).get_json()["events"]
+            if e["kind"] == "work"]
+    assert any("hook 20-fail: attempt 1 of 2 failed" in m and "again in 5 s" in m for m in work), work
+    assert any(m.startswith("hook 20-fail: gave up after 2 attempt(s)") for m in work), work
+
+
+def test_a_hook_whose_worker_died_runs_again_when_its_lease_passes(hooked):
+    from sqlalchemy import select
+
+    from provisiond import models
+    from provisiond.worker import queue
+
+    svc, client, headers, out = hooked
+    client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers)
+    now = models.utcnow()
+    import datetime as dt
+
+    with svc.db.kept_write() as connection:  # a worker claims everything, then dies
+        claimed = queue.claim(connection, now, dt.timedelta(seconds=-1), 10)
+    assert len(claimed) == 3
+    assert run_hooks(svc) == 3  # the leases have passed: claimed again and carried out
+    assert (out / "armed.env").exists()
+    with svc.db.read() as session:
+        assert [i.attempts for i in session.scalars(select(models.WorkItem))] == [2, 2, 2]

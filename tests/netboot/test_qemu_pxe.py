@@ -128,7 +128,7 @@ class Server:
         assert self.process is None or self.process.poll() is not None, "already running"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.lab.ns_cmd(self.lab.server_ns, sys.executable, "-m", "provisiond.cli.server", "serve"),
+                self.lab.ns_cmd(self.lab.server_ns, sys.executable, "-m", "provisiond.cli.server", "run"),
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self._wait()
 

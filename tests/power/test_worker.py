@@ -4,6 +4,7 @@ records their outcome, retries within the budget and survives a restart."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import time
 
@@ -174,7 +175,6 @@ def test_outcomes_that_could_not_be_recorded_are_recorded_by_a_later_pass(worker
 def test_an_operation_queued_through_the_api_wakes_the_worker(services, demo_data, client, auth):
     """The API rings the worker's bell after its commit: no waiting for the next poll (an hour here)."""
     sleepy = Services(dataclasses.replace(services.settings, power_poll_ms=3_600_000, bmc_min_gap_ms=0), services.db)
-    sleepy.power_bell = services.power_bell  # one process: the app and the worker share the bell
     worker = PowerWorker(sleepy)
     worker.start()
     try:
@@ -185,3 +185,28 @@ def test_an_operation_queued_through_the_api_wakes_the_worker(services, demo_dat
         worker.stop()
         worker.join(10)
     assert not worker.is_alive()
+
+
+def test_the_gap_between_commands_to_one_bmc_holds_across_workers(services, demo_data):
+    """Worker A carries out the BMC's first operation; worker B (another
+    process, another machine perhaps: its own pacer) claims the next at
+    once, and still waits out bmc_min_gap_ms from A's last command."""
+    gap = 0.8
+    slow = Services(dataclasses.replace(services.settings, bmc_min_gap_ms=int(gap * 1000)), services.db)
+    first, second = PowerWorker(slow), PowerWorker(slow)
+    try:
+        one = enqueue(services, "712DM2Y", "power", "on")
+        run_until_finished(first, services, [one])
+        two = enqueue(services, "712DM2Y", "power", "off")
+        started = time.monotonic()
+        run_until_finished(second, services, [two])
+        with services.db.read() as session:
+            ended_first = queue.get(session, one).last_command_at
+            began_second = queue.get(session, two).started_at
+        assert ended_first is not None
+        # B's first command came no sooner than the gap after A's last one.
+        assert time.monotonic() - started >= gap * 0.9
+        assert began_second >= ended_first - dt.timedelta(seconds=0.05)
+    finally:
+        for worker in (first, second):
+            worker._pool.shutdown(wait=True)

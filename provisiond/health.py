@@ -1,0 +1,93 @@
+"""Health of a role that is not HTTP (``worker``, ``netboot``): a small
+listener (``worker_health_listen``, ``netboot_health_listen``) answering
+
+- ``GET /healthz``: 200 while the process runs;
+- ``GET /readyz``: 200 when the database answers, its schema is current and
+  every loop of the role has come round recently; else 503 with what is
+  wrong (JSON either way).
+
+``provisiond serve`` answers the same two paths itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from provisiond.db import Database, schema_is_current
+
+log = logging.getLogger("provisiond.health")
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop a role runs: alive if its thread runs and it came round within ``within`` seconds."""
+
+    name: str
+    thread: threading.Thread
+    heartbeat: Callable[[], float]  # monotonic time of its last completed pass
+    within: float
+
+
+def readiness(db: Database, loops: list[Loop]) -> tuple[bool, dict[str, Any]]:
+    problems: list[str] = []
+    try:
+        if not schema_is_current(db.engine):
+            problems.append("the database schema is not current: run `provisiond db upgrade`")
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        problems.append(f"the database does not answer: {type(exc).__name__}")
+    now = time.monotonic()
+    for loop in loops:
+        if not loop.thread.is_alive():
+            problems.append(f"{loop.name} is not running")
+        elif now - loop.heartbeat() > loop.within:
+            problems.append(f"{loop.name} has not come round for {now - loop.heartbeat():.0f} s")
+    return not problems, {"status": "ready" if not problems else "not ready", "problems": problems}
+
+
+class HealthListener:
+    def __init__(self, listen: str, db: Database, loops: list[Loop], role: str) -> None:
+        host, _, port = listen.rpartition(":")
+        ready = lambda: readiness(db, loops)  # noqa: E731
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/healthz":
+                    self._answer(200, {"status": "ok", "role": role})
+                elif self.path == "/readyz":
+                    ok, body = ready()
+                    self._answer(200 if ok else 503, {**body, "role": role})
+                else:
+                    self._answer(404, {"error": "not_found", "message": "GET /healthz or /readyz"})
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args: Any) -> None:  # quiet: probes come every few seconds
+                pass
+
+        self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"{role}-health", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.server_address[:2]  # type: ignore[return-value]
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("health at http://%s:%d/healthz and /readyz", *self.address)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
