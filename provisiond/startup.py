@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from provisiond import models
 from provisiond.db import schema_revision, upgrade
@@ -79,9 +80,12 @@ def check_secret_key(svc: Services, *, rotating: bool = False) -> None:
             f"{stored}: use the same key file on every instance (to change keys: provisiond secrets rotate)")
     fingerprint = svc.vault.fingerprint  # makes the key on a first start
     if stored is None:
-        with svc.db.write() as session:
-            if session.scalar(select(models.Meta.value).where(models.Meta.key == FINGERPRINT)) is None:
-                session.execute(insert(models.Meta).values(key=FINGERPRINT, value=fingerprint))
+        try:
+            with svc.db.write() as session:
+                if session.scalar(select(models.Meta.value).where(models.Meta.key == FINGERPRINT)) is None:
+                    session.execute(insert(models.Meta).values(key=FINGERPRINT, value=fingerprint))
+        except IntegrityError:
+            pass  # another instance inserted it between our read and our insert: compared below
         with svc.db.read() as session:  # two first starts at once: the one that committed first wins
             stored = session.scalar(select(models.Meta.value).where(models.Meta.key == FINGERPRINT))
         if stored != fingerprint:
