@@ -182,8 +182,6 @@ def main() -> None:
         populated(ws, HOSTS).db.dispose()
         for name, source in LOADERS.items():
             shutil.copy(source, ws.pxelinux_dir / name)
-        # The boot root as shipped: its templates render the per-MAC entries.
-        shutil.copytree(REPO / "pxelinux" / "templates", ws.pxelinux_dir / "templates")
         with (ws.pxelinux_dir / BIG).open("wb") as f:
             f.write(os.urandom(BIG_SIZE))
         hpa_root = ws.root / "tftpd-hpa"

@@ -22,8 +22,13 @@ import yaml
 
 from provisiond.errors import ConfigError
 
-#: The repository (or installation) root: ``profiles/`` and friends live here.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: What provisiond ships inside its package (profiles, kickstart fragments,
+#: boot entry templates, the hooks' README): searched after the site's own.
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+SHIPPED_PROFILES = SHIPPED / "profiles"
+SHIPPED_FRAGMENTS = SHIPPED / "fragments"
+SHIPPED_BOOT_TEMPLATES = SHIPPED / "boot_templates"
+SHIPPED_HOOKS = SHIPPED / "hooks"
 
 ENV_PREFIX = "PROVISIOND_"
 
@@ -32,8 +37,11 @@ ENV_PREFIX = "PROVISIOND_"
 class Settings:
     """Everything provisiond can be told. Paths are absolute once loaded."""
 
-    #: Where the embedded SQLite database and the secret key live.
-    data_dir: Path = Path("data")
+    #: Where the embedded SQLite database, the secret key, the TFTP root and
+    #: the hooks live. Default: ``$STATE_DIRECTORY`` under systemd
+    #: (``StateDirectory=provisiond``), else ``/var/lib/provisiond`` as root,
+    #: else ``$XDG_STATE_HOME/provisiond`` (``~/.local/state/provisiond``).
+    data_dir: Path = Path("/var/lib/provisiond")
     #: SQLAlchemy URL; empty means SQLite in ``data_dir``. ``postgresql://``
     #: URLs are driven by psycopg 3.
     database_url: str = ""
@@ -45,14 +53,23 @@ class Settings:
     profiles_dir: tuple[Path, ...] = ()
     #: Site directories of kickstart fragments, searched the same way.
     fragments_dir: tuple[Path, ...] = ()
-    pxelinux_dir: Path = PROJECT_ROOT / "pxelinux"
-    hooks_dir: Path = PROJECT_ROOT / "hooks"
+    #: The TFTP (and ``/boot/``) root: the boot loaders ``provisiond
+    #: bootloaders install`` copies. Default: ``data_dir/tftp``.
+    pxelinux_dir: Path = Path("/var/lib/provisiond/tftp")
+    #: Executables run on lifecycle events, in ``on-<event>.d/`` folders
+    #: (made on start if missing). Default: ``data_dir/hooks``.
+    hooks_dir: Path = Path("/var/lib/provisiond/hooks")
     #: Templates of the per-MAC boot entries (pxelinux, GRUB, iPXE).
-    boot_templates_dir: Path = PROJECT_ROOT / "pxelinux" / "templates"
-    #: Fernet key that encrypts BMC secrets; created (mode 0600) on first start.
-    secret_key_file: Path = Path("data/secret.key")
+    #: Default: the shipped ones.
+    boot_templates_dir: Path = SHIPPED_BOOT_TEMPLATES
+    #: Fernet key that encrypts BMC secrets; created (mode 0600) on first
+    #: start. Default: ``data_dir/secret.key``.
+    secret_key_file: Path = Path("/var/lib/provisiond/secret.key")
+    #: Address of the HTTP listener (admin API, console, installer callbacks).
     http_host: str = "127.0.0.1"
+    #: Port of the HTTP listener.
     http_port: int = 8080
+    #: gunicorn worker processes of `provisiond serve`.
     http_workers: int = 2
     #: A gunicorn.conf.py whose settings apply over provisiond's own (not the listeners).
     gunicorn_config: str = ""
@@ -73,6 +90,7 @@ class Settings:
     #: http_port (netboot_address when http_host listens on every address),
     #: so a port given on the command line reaches every URL handed out.
     public_url: str = ""
+    #: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
     #: Largest request body accepted, in bytes (bulk imports are the big ones).
     max_body_bytes: int = 64 * 1024 * 1024
@@ -98,12 +116,12 @@ class Settings:
     #: A hook that fails (exit status, timeout) is run again, backing off, up
     #: to this many times in all.
     hook_attempts: int = 3
-    #: How often the reaper in `provisiond serve` looks for expired installs.
+    #: How often the reaper in `provisiond worker` looks for expired installs.
     reaper_interval_seconds: int = 30
     #: Timeline events older than this many days are deleted (0: kept for ever).
     event_retention_days: int = 365
 
-    # -- netboot (`provisiond netboot` / `serve`) ----------------------------
+    # -- netboot (`provisiond netboot`) ---------------------------------------
     #: full: addresses + boot info; proxy: boot info only, beside another DHCP
     #: server; relay: full, answering only requests relayed through giaddr;
     #: off: no DHCP (TFTP only).
@@ -112,7 +130,9 @@ class Settings:
     netboot_interface: str = ""
     #: This server's address on the boot network: next-server, DHCP server id, TFTP.
     netboot_address: str = ""
+    #: UDP port the DHCP service listens on.
     dhcp_port: int = 67
+    #: UDP port the TFTP service listens on.
     tftp_port: int = 69
     #: Subnets served in full/relay mode: a list of mappings with keys
     #: network (CIDR), router, dns (list), pool (``start-end``, optional),
@@ -122,11 +142,14 @@ class Settings:
     unknown_mac: str = "ignore"
     #: Boot files by client architecture; iPXE clients get an HTTP script instead.
     bios_boot_file: str = "lpxelinux.0"
+    #: Boot file for UEFI clients that are not yet running iPXE.
     uefi_boot_file: str = "ipxe.efi"
+    #: TFTP transfers served at once; more are refused (the client retries).
     tftp_max_transfers: int = 256
+    #: Seconds TFTP waits for an acknowledgement before sending a block again.
     tftp_timeout_seconds: int = 5
 
-    # -- power (the BMC worker in `provisiond serve` / `power-worker`) ---------
+    # -- power (the BMC worker in `provisiond worker`) ------------------------
     #: BMCs worked on at once (threads; most of their time is spent waiting on BMCs).
     power_workers: int = 64
     #: How often the worker looks for queued operations (milliseconds; one
@@ -134,7 +157,9 @@ class Settings:
     power_poll_ms: int = 50
     #: Milliseconds between the end of one command to a BMC and the next (0: none).
     bmc_min_gap_ms: int = 200
-    #: Seconds all attempts of one operation may take (retries back off exponentially).
+    #: Seconds all attempts of one operation may take (retries back off
+    #: exponentially; one IPMI attempt's own timeouts are pyghmi's: a dead BMC
+    #: fails its login in about 5 s).
     bmc_budget_seconds: int = 30
     #: Batch installs start one machine every this many milliseconds.
     power_pace_ms: int = 500
@@ -142,7 +167,9 @@ class Settings:
     fake_bmc_dir: str = ""
     #: Wake-on-LAN: send raw frames on this interface (empty: UDP to wol_broadcast).
     wol_interface: str = ""
+    #: Wake-on-LAN: the broadcast address of UDP magic packets.
     wol_broadcast: str = "255.255.255.255"
+    #: Wake-on-LAN: the UDP port of magic packets.
     wol_port: int = 9
 
     @property
@@ -165,11 +192,6 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'provisiond.db'}"
-
-
-#: What provisiond ships: searched after the site's own directories.
-SHIPPED_PROFILES = PROJECT_ROOT / "profiles"
-SHIPPED_FRAGMENTS = PROJECT_ROOT / "kickstart_fragments"
 
 
 def _search_path(site: tuple[Path, ...], shipped: Path) -> tuple[Path, ...]:
@@ -207,8 +229,22 @@ def load_settings(
     for key, value in (overrides or {}).items():
         raw[key] = (value, "override")
     values = {key: _coerce(key, value, source) for key, (value, source) in raw.items()}
+    if "data_dir" not in values:
+        values["data_dir"] = default_data_dir(environ)
     settings = Settings(**values)
     return _finish(settings, set(values))
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """An absolute place for state, wherever provisiond is started from:
+    systemd's ``StateDirectory=``, else the system's ``/var/lib/provisiond``
+    as root, else the user's XDG state directory."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/provisiond")
+    state = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state) / "provisiond"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -323,16 +359,21 @@ def _yaml_value(value: Any, where: str) -> Any:
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
+#: Paths that live in ``data_dir`` unless set on their own.
+_FOLLOW_DATA_DIR = {"secret_key_file": "secret.key", "pxelinux_dir": "tftp", "hooks_dir": "hooks"}
+
+
 def _finish(settings: Settings, given: set[str]) -> Settings:
-    """Make paths absolute; the key file follows ``data_dir`` unless set;
+    """Make paths absolute; the key file, TFTP root and hooks follow ``data_dir`` unless set;
     ``public_url`` follows the HTTP listener unless set."""
     changes: dict[str, Any] = {}
     for key in _PATH_KEYS:
         changes[key] = getattr(settings, key).resolve()
     for key in _PATH_LIST_KEYS:
         changes[key] = tuple(path.resolve() for path in getattr(settings, key))
-    if "data_dir" in given and "secret_key_file" not in given:
-        changes["secret_key_file"] = changes["data_dir"] / "secret.key"
+    for key, name in _FOLLOW_DATA_DIR.items():
+        if key not in given:
+            changes[key] = changes["data_dir"] / name
     if not settings.public_url:
         changes["public_url"] = derived_public_url(settings)
     return dataclasses.replace(settings, **changes)

@@ -104,7 +104,7 @@ class PayloadTooLarge(ProvisiondError):
 class TemplateError(ProvisiondError):
     """A kickstart could not be rendered completely.
 
-    ``fragment`` and ``line`` locate the problem in ``kickstart_fragments/``.
+    ``fragment`` and ``line`` locate the problem in the fragment directories (``provisiond/shipped/fragments/`` and the site's).
     """
 
     status = 500

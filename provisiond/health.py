@@ -7,6 +7,10 @@ listener (``worker_health_listen``, ``netboot_health_listen``) answering
   wrong (JSON either way).
 
 ``provisiond serve`` answers the same two paths itself.
+
+Under systemd (``Type=notify``) each role says ``READY=1`` once it serves:
+gunicorn does for ``serve``; :func:`notify_ready` for ``worker`` and
+``netboot``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ def readiness(db: Database, loops: list[Loop]) -> tuple[bool, dict[str, Any]]:
         elif now - loop.heartbeat() > loop.within:
             problems.append(f"{loop.name} has not come round for {now - loop.heartbeat():.0f} s")
     return not problems, {"status": "ready" if not problems else "not ready", "problems": problems}
+
+
+def notify_ready(role: str) -> None:
+    """Tell the service manager this role is up (a no-op without ``NOTIFY_SOCKET``).
+    gunicorn's own sd_notify speaks the protocol; ``serve`` uses it too."""
+    from gunicorn.systemd import sd_notify
+
+    sd_notify(f"READY=1\nSTATUS=provisiond {role} running", log)
 
 
 class HealthListener:

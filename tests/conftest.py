@@ -23,7 +23,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from provisiond.config import PROJECT_ROOT, Settings, load_settings
+from provisiond.config import Settings, load_settings
 from provisiond.db import Database, normalise_url, upgrade
 from provisiond.models import Base
 from provisiond.services import Services
@@ -32,7 +32,7 @@ from provisiond.web.auth import create_token
 
 CI = os.environ.get("CI", "").lower() == "true"
 PG_URL = os.environ.get("PROVISIOND_TEST_DATABASE_URL", "")
-DEMO_HOSTS = PROJECT_ROOT / "provisiond" / "demo" / "hosts.yaml"
+DEMO_HOSTS = Path(__file__).resolve().parents[1] / "provisiond" / "demo" / "hosts.yaml"
 
 
 def require(condition: bool, reason: str) -> None:

@@ -4,18 +4,41 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT, load_settings
+import provisiond
+from provisiond.config import SHIPPED_BOOT_TEMPLATES, SHIPPED_FRAGMENTS, SHIPPED_PROFILES, load_settings
 from provisiond.errors import ConfigError
 
 
-def test_defaults_point_at_the_repository():
-    settings = load_settings(environ={})
-    assert settings.profile_dirs == (PROJECT_ROOT / "profiles",)
-    assert settings.fragment_dirs == (PROJECT_ROOT / "kickstart_fragments",)
-    assert settings.pxelinux_dir == PROJECT_ROOT / "pxelinux"
-    assert settings.hooks_dir == PROJECT_ROOT / "hooks"
-    assert settings.effective_database_url.startswith("sqlite:///")
-    assert settings.data_dir.is_absolute()
+def test_defaults_are_the_shipped_data_and_an_absolute_state_directory(tmp_path: Path):
+    settings = load_settings(environ={"STATE_DIRECTORY": str(tmp_path / "state")})
+    assert settings.profile_dirs == (SHIPPED_PROFILES,)
+    assert settings.fragment_dirs == (SHIPPED_FRAGMENTS,)
+    assert settings.boot_templates_dir == SHIPPED_BOOT_TEMPLATES
+    assert SHIPPED_PROFILES.is_relative_to(Path(provisiond.__file__).parent)  # in the package, not the checkout
+    assert settings.data_dir == tmp_path / "state"
+    assert settings.pxelinux_dir == tmp_path / "state" / "tftp"
+    assert settings.hooks_dir == tmp_path / "state" / "hooks"
+    assert settings.secret_key_file == tmp_path / "state" / "secret.key"
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'state' / 'provisiond.db'}"
+
+
+@pytest.mark.parametrize(("environ", "root", "expected"), [
+    ({"STATE_DIRECTORY": "/var/lib/provisiond:/other"}, False, "/var/lib/provisiond"),  # systemd's first
+    ({}, True, "/var/lib/provisiond"),
+    ({"XDG_STATE_HOME": "/home/op/.state", "HOME": "/home/op"}, False, "/home/op/.state/provisiond"),
+    ({"HOME": "/home/op"}, False, "/home/op/.local/state/provisiond"),
+])
+def test_data_dir_default_does_not_depend_on_the_working_directory(environ, root, expected, monkeypatch, tmp_path):
+    monkeypatch.setattr("os.geteuid", lambda: 0 if root else 1000)
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ=environ).data_dir == Path(expected)
+
+
+def test_paths_set_on_their_own_do_not_follow_data_dir(tmp_path: Path):
+    settings = load_settings(environ={"PROVISIOND_DATA_DIR": str(tmp_path / "d"),
+                                      "PROVISIOND_PXELINUX_DIR": str(tmp_path / "tftp")})
+    assert settings.pxelinux_dir == tmp_path / "tftp"
+    assert settings.hooks_dir == tmp_path / "d" / "hooks"
 
 
 def test_layers_file_then_environment(tmp_path: Path):
@@ -111,8 +134,8 @@ def test_site_directories_come_before_the_shipped_ones(tmp_path: Path):
     site, other = tmp_path / "site", tmp_path / "other"
     settings = load_settings(environ={"PROVISIOND_PROFILES_DIR": f"{site}:{other}",
                                       "PROVISIOND_FRAGMENTS_DIR": str(site)})
-    assert settings.profile_dirs == (site, other, PROJECT_ROOT / "profiles")
-    assert settings.fragment_dirs == (site, PROJECT_ROOT / "kickstart_fragments")
+    assert settings.profile_dirs == (site, other, SHIPPED_PROFILES)
+    assert settings.fragment_dirs == (site, SHIPPED_FRAGMENTS)
     config = tmp_path / "c.yaml"
-    config.write_text(f"profiles_dir: [{site}, {PROJECT_ROOT / 'profiles'}]\n")
-    assert load_settings(config, environ={}).profile_dirs == (site, PROJECT_ROOT / "profiles")  # listed once
+    config.write_text(f"profiles_dir: [{site}, {SHIPPED_PROFILES}]\n")
+    assert load_settings(config, environ={}).profile_dirs == (site, SHIPPED_PROFILES)  # listed once

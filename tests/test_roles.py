@@ -138,3 +138,30 @@ def test_the_worker_answers_its_health(settings, services):
         process.terminate()
         process.wait(30)
     assert process.returncode == 0
+
+
+def test_each_role_tells_systemd_it_is_ready(settings, services, tmp_path):
+    """``Type=notify`` units: every role sends READY=1 on NOTIFY_SOCKET (the
+    datagram socket systemd gives it) once it serves, and never before."""
+    import socket
+
+    services.vault  # noqa: B018
+    for role, extra in (("worker", {}), ("netboot", {"PROVISIOND_TFTP_PORT": str(free_port()),
+                                                       "PROVISIOND_NETBOOT_ADDRESS": "127.0.0.1"}),
+                        ("serve", {"PROVISIOND_HTTP_PORT": str(free_port())})):
+        path = tmp_path / f"{role}.notify"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+            listener.bind(str(path))
+            listener.settimeout(30)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "provisiond.cli.server", role], stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT, env={**os.environ, "PROVISIOND_DATA_DIR": str(settings.data_dir),
+                                               "PROVISIOND_DATABASE_URL": settings.database_url,
+                                               "NOTIFY_SOCKET": str(path), **extra})
+            try:
+                message = listener.recv(4096).decode()
+                assert process.poll() is None
+            finally:
+                process.terminate()
+                process.wait(30)
+        assert message.startswith("READY=1"), (role, message)

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from provisiond import __version__
+
 from provisiond.cli.audit import audit
 from provisiond.cli.client import DEFAULT_CONFIG, DEFAULT_URL, ClientError, Connection
 from provisiond.cli.groups import groups
@@ -45,7 +47,7 @@ class ProvctlGroup(click.Group):
               help=f"YAML file with url: and token: (env PROVCTL_CONFIG; default {DEFAULT_CONFIG}).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds to wait for the server.")
-@click.version_option(package_name="provisiond", prog_name="provctl")
+@click.version_option(__version__, prog_name="provctl")
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None, config_file: str | None, timeout: float) -> None:
     """provctl: manage provisiond's hosts, groups, profiles and installs.

@@ -8,6 +8,7 @@
     provisiond db upgrade       apply schema migrations
     provisiond tokens create N  print a new admin API token (stored hashed)
     provisiond bootloaders install  copy pxelinux/iPXE from Debian's packages into pxelinux_dir
+    provisiond settings sample  a configuration file listing every setting
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import click
 
+from provisiond import __version__
 from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 
@@ -29,6 +31,7 @@ PROVCTL_CONFIG = Path("~/.config/provisiond/provctl.yaml").expanduser()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="provisiond")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="PROVISIOND_CONFIG",
               help="YAML settings file (default: PROVISIOND_CONFIG).")
 @click.pass_context
@@ -60,6 +63,27 @@ def _services(settings: Settings) -> Any:
     from provisiond.services import Services
 
     return Services.build(settings)
+
+
+@main.group("settings")
+def settings_group() -> None:
+    """Every setting, with its default and meaning."""
+
+
+@settings_group.command("sample")
+def settings_sample() -> None:
+    """Print a configuration file listing every setting (packaging/provisiond.yaml)."""
+    from provisiond.settings_doc import sample_yaml
+
+    click.echo(sample_yaml(), nl=False)
+
+
+@settings_group.command("table")
+def settings_table() -> None:
+    """Print the README's settings table (Markdown)."""
+    from provisiond.settings_doc import markdown_table
+
+    click.echo(markdown_table(), nl=False)
 
 
 @main.group()

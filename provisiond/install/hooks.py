@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from provisiond.config import SHIPPED_HOOKS
 from provisiond.db import Database
 from provisiond.worker import queue as work_queue
 
@@ -75,6 +77,18 @@ class HookRunner:
         self.timeout = timeout
         self.db = db
         self.attempts = attempts
+
+    def prepare(self) -> None:
+        """Make the ``on-<event>.d/`` folders (and the README that explains
+        them) where they are missing, so an operator finds where hooks go."""
+        try:
+            for event in HOOK_EVENTS:
+                (self.hooks_dir / f"{event}.d").mkdir(parents=True, exist_ok=True)
+            readme = self.hooks_dir / "README.md"
+            if not readme.exists():
+                shutil.copyfile(SHIPPED_HOOKS / "README.md", readme)
+        except OSError as exc:
+            log.warning("hooks_dir %s cannot be prepared (%s): hooks there still run", self.hooks_dir, exc.strerror)
 
     def executables(self, event: str) -> list[Path]:
         folder = self.hooks_dir / f"{event}.d"

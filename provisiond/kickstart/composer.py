@@ -1,7 +1,7 @@
 """Compose a host's kickstart from its profile's fragments.
 
-Fragments are Jinja2 files in ``kickstart_fragments/<name>.j2``, rendered in
-a ``SandboxedEnvironment`` with ``StrictUndefined``. Compiled templates are
+Fragments are Jinja2 files ``<name>.j2`` in the fragment directories (the
+site's, then the shipped ones), rendered in a ``SandboxedEnvironment`` with ``StrictUndefined``. Compiled templates are
 cached and re-compiled when their file changes. The whole kickstart is
 rendered to one string before anything is returned: a missing variable, a
 missing fragment or a template error raises :class:`TemplateError` naming the

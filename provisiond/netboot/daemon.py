@@ -14,6 +14,7 @@ import signal
 import threading
 from typing import Protocol
 
+from provisiond.health import notify_ready
 from provisiond.services import Services
 
 log = logging.getLogger("provisiond.netboot")
@@ -67,10 +68,11 @@ def run_until_signalled(services: Services) -> None:
     daemon.start()
     health = None
     if services.settings.netboot_health_listen:
-        from provisiond.health import HealthListener
+        from provisiond.health import HealthListener  # noqa: PLC0415 - only when asked for
 
         health = HealthListener(services.settings.netboot_health_listen, services.db, [], "netboot")
         health.start()
+    notify_ready("netboot")
     try:
         stop.wait()
     finally:

@@ -1,7 +1,7 @@
 """Per-MAC boot entries, generated live from a :class:`BootPlan`.
 
 Three loaders, one plan: pxelinux/lpxelinux (BIOS), GRUB (UEFI) and iPXE.
-Templates live in ``pxelinux/templates/`` (strict, sandboxed Jinja2). An
+Templates live in ``settings.boot_templates_dir`` (strict, sandboxed Jinja2). An
 armed host gets the installer entry; everything else gets local boot.
 
 pxelinux asks for ``pxelinux.cfg/01-<mac with dashes>`` (then hex-IP names,

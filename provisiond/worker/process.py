@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 
-from provisiond.health import HealthListener, Loop
+from provisiond.health import HealthListener, Loop, notify_ready
 from provisiond.install.reaper import Reaper
 from provisiond.power.worker import PowerWorker
 from provisiond.services import Services
@@ -37,6 +37,7 @@ class WorkerProcess:
                        if s.worker_health_listen else None)
 
     def start(self) -> None:
+        self.services.hooks.prepare()
         for thread in (self.power, self.reaper, self.runner):
             thread.start()
         if self.health is not None:
@@ -58,6 +59,7 @@ def run_until_signalled(services: Services) -> None:
         signal.signal(signum, lambda *_: stop.set())
     worker = WorkerProcess(services)
     worker.start()
+    notify_ready("worker")
     try:
         while not stop.wait(1.0):
             if not all(loop.thread.is_alive() for loop in worker.loops):

@@ -187,10 +187,9 @@ def test_assignments():
 
 
 def test_main_is_the_console_entry_point():
-    import configparser
+    import tomllib
     from pathlib import Path
 
-    setup = configparser.ConfigParser()
-    setup.read(Path(__file__).resolve().parents[2] / "setup.cfg")
-    assert "provctl = provisiond.cli.provctl:main" in setup["options.entry_points"]["console_scripts"]
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["provctl"] == "provisiond.cli.provctl:main"
     assert isinstance(main, click.Group)

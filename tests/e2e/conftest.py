@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT, Settings
+from provisiond.config import Settings
 from provisiond.services import Services
 from tests.conftest import require
 from tests.e2e.kernel import MODULES, Kernel, KernelUnavailable, fetch_kernel
@@ -43,7 +43,7 @@ from tests.netboot.conftest import Lab, lab  # noqa: F401  (the fixture, shared 
 from tests.netboot.test_qemu_pxe import PUBLIC_URL, Server, alive
 from tests.power.ipmisim import TOOLS, SimBmc, write_config
 
-INSTALLER = PROJECT_ROOT / "tests" / "e2e" / "installer"
+INSTALLER = Path(__file__).resolve().parent / "installer"
 #: Bounds on a broken boot (seconds), never assertions on speed.
 BOOT_WAIT = 240
 
@@ -77,7 +77,7 @@ def installer_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
-CHASSIS = PROJECT_ROOT / "tests" / "e2e" / "chassis.sh"
+CHASSIS = Path(__file__).resolve().parent / "chassis.sh"
 #: A bound on a BMC's start and on the power worker's reaction (seconds).
 BMC_WAIT = 60
 #: Where each machine's ipmi_sim listens: 127.0.0.1 of the lab's namespace

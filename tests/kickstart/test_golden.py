@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT
+from provisiond.config import SHIPPED_PROFILES
 from provisiond.kickstart.profiles import ProfileStore
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -22,7 +22,7 @@ def ksvalidate(path: Path, version: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_shipped_profile_has_a_sample_host():
-    assert set(SAMPLE_HOSTS.values()) == set(ProfileStore(PROJECT_ROOT / "profiles").names())
+    assert set(SAMPLE_HOSTS.values()) == set(ProfileStore(SHIPPED_PROFILES).names())
 
 
 @pytest.mark.parametrize("serial", sorted(SAMPLE_HOSTS))
@@ -34,7 +34,7 @@ def test_rendered_kickstart_is_valid_and_golden(client, auth, demo_data, tmp_pat
 
     rendered = tmp_path / f"{serial}.ks"
     rendered.write_text(text)
-    profile = ProfileStore(PROJECT_ROOT / "profiles").get(SAMPLE_HOSTS[serial])
+    profile = ProfileStore(SHIPPED_PROFILES).get(SAMPLE_HOSTS[serial])
     result = ksvalidate(rendered, profile.ks_version)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT
+from provisiond.config import SHIPPED_FRAGMENTS, SHIPPED_PROFILES
 from provisiond.errors import NotFound, ProfileError
 from provisiond.kickstart.profiles import ProfileStore
 
@@ -27,7 +27,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def test_shipped_profiles_differ_in_partitions_and_packages():
-    store = ProfileStore(PROJECT_ROOT / "profiles")
+    store = ProfileStore(SHIPPED_PROFILES)
     assert {"default", "web_server", "mysql_server"} <= store.names()
     default, web, mysql = (store.get(n) for n in ("default", "web_server", "mysql_server"))
     assert web.extends == mysql.extends == "default"
@@ -93,17 +93,17 @@ def test_changes_are_picked_up_without_restart(tmp_path):
 def test_a_site_profile_extends_the_shipped_default_without_copying_it(tmp_path):
     """The search path: site directories first, the shipped one last."""
     write(tmp_path, "edge", "extends: default\ndescription: edge router\nvariables: {packages_extra: [frr]}\n")
-    store = ProfileStore((tmp_path, PROJECT_ROOT / "profiles"))
+    store = ProfileStore((tmp_path, SHIPPED_PROFILES))
     edge = store.get("edge")
     assert edge.fragments == store.get("default").fragments
     assert list(edge.variables["packages_extra"]) == ["frr"]
-    assert edge.chain == (str(tmp_path / "edge.yaml"), str(PROJECT_ROOT / "profiles" / "default.yaml"))
+    assert edge.chain == (str(tmp_path / "edge.yaml"), str(SHIPPED_PROFILES / "default.yaml"))
     assert {"default", "web_server", "mysql_server", "edge"} <= store.names()
 
 
 def test_a_site_default_shadows_and_may_extend_the_shipped_one(tmp_path):
     write(tmp_path, "default", "extends: default\nvariables: {timezone: Asia/Shanghai}\n")
-    store = ProfileStore((tmp_path, PROJECT_ROOT / "profiles"))
+    store = ProfileStore((tmp_path, SHIPPED_PROFILES))
     default = store.get("default")
     assert default.variables["timezone"] == "Asia/Shanghai"
     assert default.variables["lang"] == "en_US.UTF-8"  # from the shipped default below it
@@ -114,7 +114,7 @@ def test_a_site_default_shadows_and_may_extend_the_shipped_one(tmp_path):
 def test_a_profile_that_extends_its_own_name_needs_one_further_down(tmp_path):
     write(tmp_path, "lonely", BASE + "extends: lonely\n")
     with pytest.raises(ProfileError, match="its own name, but no later directory"):
-        ProfileStore((tmp_path, PROJECT_ROOT / "profiles")).all()
+        ProfileStore((tmp_path, SHIPPED_PROFILES)).all()
 
 
 def test_a_profile_whose_own_values_do_not_fit_its_types_is_refused(tmp_path):
@@ -151,15 +151,15 @@ def test_the_shipped_profiles_declare_every_variable_their_fragments_use():
     from provisiond.kickstart.check import check_profiles
     from provisiond.kickstart.composer import Composer
 
-    store = ProfileStore(PROJECT_ROOT / "profiles")
-    assert check_profiles(store, Composer(PROJECT_ROOT / "kickstart_fragments", store)) == []
+    store = ProfileStore(SHIPPED_PROFILES)
+    assert check_profiles(store, Composer(SHIPPED_FRAGMENTS, store)) == []
 
 
 def test_a_global_variable_of_the_wrong_type_stops_start_up():
     from provisiond.errors import ConfigError
     from provisiond.kickstart.check import check_settings_variables
 
-    store = ProfileStore(PROJECT_ROOT / "profiles")
+    store = ProfileStore(SHIPPED_PROFILES)
     check_settings_variables({"ntp_server": "10.0.0.1", "motd": "anything"}, store)
     with pytest.raises(ConfigError, match=r"variables.ntp_server: expected a host name or an IPv4 address"):
         check_settings_variables({"ntp_server": "10.0.0.1 --x"}, store)

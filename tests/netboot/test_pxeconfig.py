@@ -2,7 +2,7 @@
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT
+from provisiond.config import SHIPPED_BOOT_TEMPLATES
 from provisiond.inventory.bootplan import BootAction, plan_for_mac
 from provisiond.netboot.pxeconfig import EntryRenderer, Loader, grub_path, is_fallback_config_name, mac_from_config_name
 
@@ -17,7 +17,7 @@ def plan(services, mac=MAC, **kwargs):
 
 @pytest.fixture
 def renderer():
-    return EntryRenderer(PROJECT_ROOT / "pxelinux" / "templates")
+    return EntryRenderer(SHIPPED_BOOT_TEMPLATES)
 
 
 def test_unknown_mac_is_ignored_or_local_as_configured(services):

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisiond.config import PROJECT_ROOT, Settings
+from provisiond.config import SHIPPED_PROFILES, Settings
 from provisiond.services import Services
 from tests.conftest import require
 from tests.netboot.conftest import Lab
@@ -79,7 +79,7 @@ class Server:
         self.boot_root = folder / "bootroot"
         self.boot_root.mkdir()
         profiles = folder / "profiles"
-        shutil.copytree(PROJECT_ROOT / "profiles", profiles)
+        shutil.copytree(SHIPPED_PROFILES, profiles)
         default = yaml.safe_load((profiles / "default.yaml").read_text())
         self.kernel_path, self.initrd_path = default["kernel"], default["initrd"]
         text = (profiles / "default.yaml").read_text().replace(default["install_tree"], f"{PUBLIC_URL}/boot")

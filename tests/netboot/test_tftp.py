@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from provisiond.config import PROJECT_ROOT, Settings, load_settings
+from provisiond.config import SHIPPED_BOOT_TEMPLATES, Settings, load_settings
 from provisiond.netboot.tftp import RETRIES
 from provisiond.services import Services
 from tests.conftest import require
@@ -75,7 +75,7 @@ def boot_root(tmp_path: Path, big_file: Path) -> Path:
     """Files of the sizes that matter, the entry templates, and symlinks that
     try to leave the root."""
     root = tmp_path / "pxelinux"
-    shutil.copytree(PROJECT_ROOT / "pxelinux" / "templates", root / "templates")
+    shutil.copytree(SHIPPED_BOOT_TEMPLATES, root / "templates")
     for name, size in SMALL.items():
         (root / name).write_bytes(os.urandom(size))
     (root / "images").mkdir()

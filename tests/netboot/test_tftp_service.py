@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT, Settings, load_settings
+from provisiond.config import SHIPPED_BOOT_TEMPLATES, Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.netboot.tftp import MAX_BLKSIZE, RETRIES, EntryMaker, TftpService
 from provisiond.services import Services
@@ -30,7 +30,7 @@ LOGGER = "provisiond.netboot.tftp"
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     root = tmp_path / "pxelinux"
-    shutil.copytree(PROJECT_ROOT / "pxelinux" / "templates", root / "templates")
+    shutil.copytree(SHIPPED_BOOT_TEMPLATES, root / "templates")
     (root / "f513.bin").write_bytes(F513)
     (root / "empty.bin").write_bytes(b"")
     return root

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-from provisiond.config import PROJECT_ROOT
 from provisiond.services import Services
 from provisiond.web.app import build_app
 
