@@ -4,9 +4,17 @@ listener (``worker_health_listen``, ``netboot_health_listen``) answering
 - ``GET /healthz``: 200 while the process runs;
 - ``GET /readyz``: 200 when the database answers, its schema is current and
   every loop of the role has come round recently; else 503 with what is
-  wrong (JSON either way).
+  wrong (JSON either way);
+- ``GET /metrics``: the Prometheus counters (:mod:`provisiond.metrics`) of
+  every provisiond process of this machine (they share its metrics
+  directory), without the state read from the database (``serve`` has it).
 
-``provisiond serve`` answers the same two paths itself.
+The listener binds the configured (local) address and asks for no
+credential: it tells a prober or scraper that can reach it whether the role
+works and what it counted (DHCP and TFTP answers, BMC operations, hook
+runs), never anything about hosts. Keep it off networks you do not trust.
+``provisiond serve`` answers ``/healthz`` and ``/readyz`` itself, and
+``/metrics`` to a viewer's token.
 
 Under systemd (``Type=notify``) each role says ``READY=1`` once it serves:
 gunicorn does for ``serve``; :func:`notify_ready` for ``worker`` and
@@ -25,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from provisiond.db import Database, schema_is_current
+from provisiond.metrics import exposition
 
 log = logging.getLogger("provisiond.health")
 
@@ -75,13 +84,17 @@ class HealthListener:
                 elif self.path == "/readyz":
                     ok, body = ready()
                     self._answer(200 if ok else 503, {**body, "role": role})
+                elif self.path.partition("?")[0] == "/metrics":
+                    self._send(200, *exposition(self.headers.get("Accept")))
                 else:
-                    self._answer(404, {"error": "not_found", "message": "GET /healthz or /readyz"})
+                    self._answer(404, {"error": "not_found", "message": "GET /healthz, /readyz or /metrics"})
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                self._send(status, json.dumps(body).encode(), "application/json")
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -98,7 +111,7 @@ class HealthListener:
 
     def start(self) -> None:
         self.thread.start()
-        log.info("health at http://%s:%d/healthz and /readyz", *self.address)
+        log.info("health at http://%s:%d/healthz and /readyz, metrics at /metrics", *self.address)
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -252,3 +252,47 @@ def matching_report(serial: str = "712DM2Y") -> dict[str, Any]:
             "memory_mib": 64000, "boot_mac": "00:26:b9:35:e9:aa",
             "disks": [{"name": "sda", "size_gb": 600, "model": "PERC H700"}],
             "nics": [{"name": "eth0", "mac": "00:26:b9:35:e9:aa", "link": True}]}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def metric(name: str, **labels: str) -> float:
+    """A counter's value as this process sees it (:mod:`provisiond.metrics`);
+    0 before its first increment. Tests compare values before and after."""
+    from provisiond.metrics import registry
+
+    return registry().get_sample_value(name, labels) or 0.0
+
+
+#: A scrape's samples: (name, labels) → value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """A scrape's body, read by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def scrape(client: Any, headers: dict[str, str]) -> Samples:
+    """``GET /metrics`` through the Flask client."""
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.content_type.startswith("text/plain")
+    return parse_metrics(response.get_data(as_text=True))
+
+
+@pytest.fixture
+def viewer(services: Services) -> dict[str, str]:
+    """A bearer header with a viewer's token (as a Prometheus server holds)."""
+    from provisiond.actions.principal import Role
+
+    with services.db.write() as session:
+        return {"Authorization": f"Bearer {create_token(session, 'prometheus', Role.VIEWER)}"}

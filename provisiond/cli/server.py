@@ -59,6 +59,16 @@ def _listening(settings: Settings, http_host: str | None, http_port: int | None)
         raise click.ClickException(str(exc)) from None
 
 
+def _count_metrics(settings: Settings) -> None:
+    """Before anything imports prometheus_client: this machine's metrics
+    directory (multiprocess mode), emptied when no other provisiond process
+    uses it, and named to this process and its children
+    (:mod:`provisiond.metric_files`)."""
+    from provisiond.metric_files import prepare
+
+    prepare(settings.run_dir)
+
+
 def _services(settings: Settings) -> Any:
     from provisiond.services import Services
 
@@ -251,6 +261,7 @@ def serve(settings: Settings, http_host: str | None, http_port: int | None, work
     nothing else. Refuses a database whose schema is not current. Power
     operations, the reaper and hooks run in `provisiond worker`, DHCP/TFTP
     in `provisiond netboot`; `provisiond run` runs all of them."""
+    _count_metrics(settings)
     from provisiond.web.server import run as run_http
 
     settings = _listening(settings, http_host, http_port)
@@ -263,7 +274,8 @@ def serve(settings: Settings, http_host: str | None, http_port: int | None, work
 def worker(settings: Settings) -> None:
     """Run the background work until SIGTERM: power operations, the reaper
     (and event pruning), hooks. Any number may run against one database.
-    /healthz and /readyz at worker_health_listen (if set)."""
+    /healthz, /readyz and /metrics at worker_health_listen (if set)."""
+    _count_metrics(settings)
     from provisiond.worker.process import run_until_signalled
 
     run_until_signalled(_ready(settings))
@@ -273,7 +285,8 @@ def worker(settings: Settings) -> None:
 @click.pass_obj
 def netboot(settings: Settings) -> None:
     """Serve DHCP (per dhcp_mode) and TFTP for one boot segment, until SIGTERM.
-    /healthz and /readyz at netboot_health_listen (if set)."""
+    /healthz, /readyz and /metrics at netboot_health_listen (if set)."""
+    _count_metrics(settings)
     from provisiond.netboot.daemon import run_until_signalled
 
     run_until_signalled(_ready(settings))
@@ -287,6 +300,7 @@ def run_all(settings: Settings, http_host: str | None, http_port: int | None, wo
     migrate the database, then run `serve`, `worker` and (when
     netboot_address is set) `netboot` as child processes until SIGTERM or
     Ctrl-C. If one of them stops, the others are stopped too."""
+    _count_metrics(settings)
     settings = _listening(settings, http_host, http_port)
     _ready(settings, migrate=True)
     _run_roles(settings, http_host, http_port, workers)
@@ -300,6 +314,8 @@ def run_all(settings: Settings, http_host: str | None, http_port: int | None, wo
 def demo(settings: Settings, http_host: str | None, http_port: int | None, no_serve: bool) -> None:
     """Load the sample hosts into an empty database, write provctl's config
     with a fresh admin token, and run everything (as `provisiond run`)."""
+    if not no_serve:
+        _count_metrics(settings)
     from sqlalchemy import delete, func, select
 
     from provisiond import models

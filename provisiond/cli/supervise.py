@@ -5,6 +5,11 @@ netboot_address, ``netboot``; SIGTERM or Ctrl-C stops them all. If one of
 them stops by itself, the others are stopped too and the supervisor exits
 with its status, so a service manager sees one failure and restarts the
 lot. Each child gets SIGTERM if the supervisor dies (even by SIGKILL).
+
+Before the supervisor starts (``provisiond run``/``demo``), the command
+prepares the machine's metrics directory (:mod:`provisiond.metric_files`):
+emptied if no running process uses it, and named in the environment the
+children inherit, so one scrape of ``serve`` adds up all of their counters.
 """
 
 from __future__ import annotations

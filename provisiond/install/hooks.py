@@ -12,7 +12,8 @@ of the change that fires it, with a timeout and this environment:
     PROVISIOND_STATE     the state it just entered
     PROVISIOND_REASON    why (for on-failed: hw_mismatch, timeout, installer_error, cancelled)
 
-Output and exit status become events on the host's timeline. A hook that
+Output and exit status become events on the host's timeline, and each run
+is counted (``provisiond_hook_runs_total{event,hook,outcome}``). A hook that
 fails (exit status, timeout) is run again, backing off, up to
 ``hook_attempts`` times in all; make hooks safe to repeat. A failing or
 hanging hook never blocks an installer request or crashes anything.
@@ -33,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from provisiond import metrics
 from provisiond.config import SHIPPED_HOOKS
 from provisiond.db import Database
 from provisiond.worker import queue as work_queue
@@ -40,6 +42,8 @@ from provisiond.worker import queue as work_queue
 log = logging.getLogger("provisiond.hooks")
 
 HOOK_EVENTS = ("on-armed", "on-installing", "on-installed", "on-failed")
+#: How a run ended: exit status 0, another one, killed after the timeout, not run at all.
+OK, FAILED, TIMEOUT, ERROR = "ok", "failed", "timeout", "error"
 #: Keep at most this much of a hook's output in the timeline.
 OUTPUT_LIMIT = 4000
 
@@ -104,29 +108,36 @@ class HookRunner:
                                now=now, max_attempts=self.attempts)
 
     def run(self, payload: dict[str, Any]) -> tuple[str, bool]:
-        """Run the hook a work item names: (its outcome in words, ok)."""
+        """Run the hook a work item names: (its outcome in words, ok). Each
+        run is counted by how it ended (``provisiond_hook_runs_total``)."""
         call = HookCall(**{k: v for k, v in payload.items() if k != "script"})
         script = self.hooks_dir / f"{call.event}.d" / str(payload["script"])
+        outcome, message = self._attempt(call, script)
+        metrics.HOOK_RUNS.labels(call.event, script.name, outcome).inc()
+        return message, outcome == OK
+
+    def _attempt(self, call: HookCall, script: Path) -> tuple[str, str]:
+        """(ok | failed | timeout | error, the outcome in words)."""
         if script.parent.resolve() != (self.hooks_dir / f"{call.event}.d").resolve() or not (
                 script.is_file() and os.access(script, os.X_OK)):
-            return f"hook {script.name} is no longer in {script.parent}: not run", False
+            return ERROR, f"hook {script.name} is no longer in {script.parent}: not run"
         try:
             return self._run(call, script)
         except Exception as exc:  # never let a hook take the worker down
-            return f"hook {script.name} could not run: {exc}", False
+            return ERROR, f"hook {script.name} could not run: {exc}"
 
-    def _run(self, call: HookCall, script: Path) -> tuple[str, bool]:
+    def _run(self, call: HookCall, script: Path) -> tuple[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **call.environment()}
         try:
             done = subprocess.run([str(script)], env=env, capture_output=True, text=True, errors="replace",
                                   timeout=self.timeout, stdin=subprocess.DEVNULL, cwd=self.hooks_dir)
         except subprocess.TimeoutExpired as exc:
             output = _text(exc.stdout) + _text(exc.stderr)
-            return f"hook {script.name} killed after {self.timeout:g} s{_tail(output)}", False
+            return TIMEOUT, f"hook {script.name} killed after {self.timeout:g} s{_tail(output)}"
         output = done.stdout + done.stderr
         if done.returncode != 0:
-            return f"hook {script.name} failed with exit status {done.returncode}{_tail(output)}", False
-        return f"hook {script.name} ran{_tail(output)}", True
+            return FAILED, f"hook {script.name} failed with exit status {done.returncode}{_tail(output)}"
+        return OK, f"hook {script.name} ran{_tail(output)}"
 
 
 #: The work queue's kind for a hook to run.

@@ -68,3 +68,9 @@ def status_view(session: Session, now: dt.datetime, limits: slots.Limits) -> dic
         "in_use": int(counts.get(HostState.INSTALLING.value, 0)),
         "waiting": int(counts.get(HostState.QUEUED.value, 0)),
     }
+
+
+def install_outcomes(session: Session) -> dict[str | None, int]:
+    """Installs on record per outcome (None: still active)."""
+    return {outcome: int(count) for outcome, count in session.execute(
+        select(models.Install.outcome, func.count()).group_by(models.Install.outcome))}

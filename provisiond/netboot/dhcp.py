@@ -14,6 +14,12 @@ Each packet goes validate → decide → build → send, and every exit says why
   (once, not once per retransmission), encodes the reply and sends it where
   RFC 2131 §4.1 says.
 
+Every packet read from a socket is counted once in
+``provisiond_dhcp_packets_total`` (:mod:`provisiond.metrics`): malformed
+when it cannot be decoded, ignored when the handler decided not to answer,
+answered once the reply has been sent, shed when dropped under overload,
+failed when answering or sending raised.
+
 Modes (``settings.dhcp_mode``):
 
 full
@@ -46,6 +52,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol
 
+from provisiond import metrics
 from provisiond.config import Settings
 from provisiond.db import Database
 from provisiond.errors import ConfigError
@@ -566,7 +573,8 @@ class DhcpService:
     # -- one packet --------------------------------------------------------------
 
     def process(self, data: bytes, arrival: Arrival) -> Sent:
-        """Validate → decide → build, with the outcome logged and timelined."""
+        """Validate → decide → build, with the outcome logged and timelined
+        (nothing is sent, so an answer is not counted as one)."""
         request = self.decode(data, arrival)
         return request if isinstance(request, Sent) else self.answer(request, arrival)
 
@@ -577,6 +585,7 @@ class DhcpService:
         try:
             return parse_request(data)
         except MalformedPacket as exc:
+            metrics.DHCP_MALFORMED.inc()
             outcome = ignore(f"malformed packet from {arrival.source[0]}:{arrival.source[1]}: {exc}", timeline=False)
             log.info("%s: ignored: %s", handler.label, outcome.reason)
             return Sent(outcome)
@@ -588,6 +597,7 @@ class DhcpService:
         outcome = handler.handle(request, arrival)
         self._note(handler.label, request, arrival, outcome)
         if outcome.reply is None:
+            metrics.DHCP_IGNORED.inc()
             return Sent(outcome)
         return Sent(outcome, build_reply(outcome.reply),
                     destination(request, outcome.reply, arrival, self.settings.dhcp_port))
@@ -723,7 +733,9 @@ class DhcpService:
             sent = self.answer(request, arrival)
             if sent.data is not None and sent.destination is not None:
                 self._send(sock, sent.data, sent.destination, arrival)
+                metrics.DHCP_ANSWERED.inc()
         except Exception:  # one bad packet (or a database hiccup) must not stop the service
+            metrics.DHCP_FAILED.inc()
             log.exception("DHCP: failed to handle a packet from %s:%d", *arrival.source)
 
     def _shed(self, dropped: list[tuple[DhcpRequest, Arrival]]) -> None:
@@ -732,6 +744,7 @@ class DhcpService:
         for request, arrival in dropped if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("DHCP: DHCPDISCOVER from %s via %s: ignored (overloaded: shed)", request.mac,
                       arrival.interface or arrival.local_address)
+        metrics.DHCP_SHED.inc(len(dropped))
         self._shed_count += len(dropped)
         now = time.monotonic()
         if now - self._shed_logged >= SHED_LOG_SECONDS:

@@ -67,6 +67,14 @@ keeps the answer exactly as fresh as HTTP's, and pxelinux asks once per boot.
 If the database cannot be asked, the entry is local boot (with that reason):
 a host never installs because of an error.
 
+Counted
+-------
+Every request read on the request port ends once in
+``provisiond_tftp_requests_total`` (:mod:`provisiond.metrics`): completed,
+failed, timeout, refused, dropped or malformed (unless the service stops
+first). A retransmitted RRQ for a transfer already under way is not a new
+request.
+
 Limits
 ------
 At most ``settings.tftp_max_transfers`` transfers run or are being prepared
@@ -99,6 +107,7 @@ from tftpy.TftpContexts import TftpContext
 from tftpy.TftpShared import TftpException, TftpTimeoutExpectACK
 from tftpy.TftpStates import TftpStateExpectACK
 
+from provisiond import metrics
 from provisiond.errors import ProvisiondError
 from provisiond.inventory.bootplan import BootAction, BootPlan, plan_for_mac
 from provisiond.models import utcnow
@@ -542,6 +551,7 @@ class TftpService:
         try:
             request = parse_request(data)
         except BadPacket as exc:
+            metrics.TFTP_MALFORMED.inc()
             log.warning("ignored a packet from %s on the request port: %s", peer, exc)
             return
         if client in self._by_client or client in self._pending:
@@ -554,6 +564,7 @@ class TftpService:
             return self._refuse(client, request, ErrorCode.ILLEGAL_OPERATION, f"transfer mode {request.mode!r} is not supported")
         busy = len(self._transfers) + len(self._pending)
         if busy >= self.max_transfers:
+            metrics.TFTP_DROPPED.inc()
             log.warning("dropped RRQ %r from %s: %d transfers in progress (tftp_max_transfers); the client will retry",
                         name, peer, busy)
             return
@@ -576,7 +587,8 @@ class TftpService:
                 entry = self.entries.fallback(relative)
             except Exception:
                 log.exception("cannot render %r", relative)
-                return self._refuse(client, request, ErrorCode.NOT_DEFINED, "server error while preparing the entry")
+                return self._refuse(client, request, ErrorCode.NOT_DEFINED, "server error while preparing the entry",
+                                    failed=True)
             return self._send_entry(client, request, entry)
         self._send_file(client, request, relative)
 
@@ -625,7 +637,8 @@ class TftpService:
                 entry = pending.future.result()
             except Exception:
                 log.exception("cannot prepare %r for %s:%d", pending.name, *client)
-                self._refuse(client, pending.request, ErrorCode.NOT_DEFINED, "server error while preparing the entry")
+                self._refuse(client, pending.request, ErrorCode.NOT_DEFINED, "server error while preparing the entry",
+                             failed=True)
                 continue
             self._send_entry(client, pending.request, entry)
 
@@ -644,6 +657,7 @@ class TftpService:
             transfer = Transfer(client, local_ip, self.interface, name, fileobj, blksize, oack, self.timeout, on_end)
         except OSError as exc:
             fileobj.close()
+            metrics.TFTP_FAILED.inc()
             log.error("cannot open a transfer socket for %s:%d: %s", *client, exc)
             return
         self._transfers[transfer.sock] = transfer
@@ -681,7 +695,7 @@ class TftpService:
         transfer.retry_count += 1
         if transfer.retry_count > RETRIES:
             return self._end(transfer, f"no answer from the client after {RETRIES} retransmissions "
-                                       f"({self.timeout:g}s apart)")
+                                       f"({self.timeout:g}s apart)", timed_out=True)
         try:
             assert transfer.state is not None
             transfer.state.resendLast()
@@ -690,7 +704,11 @@ class TftpService:
         transfer.timeout_expectACK = False
         transfer.last_update = now  # the next retransmission is a full timeout later
 
-    def _end(self, transfer: Transfer, failure: str | None) -> None:
+    def _end(self, transfer: Transfer, failure: str | None, timed_out: bool = False) -> None:
+        if failure is None:
+            metrics.TFTP_COMPLETED.inc()
+        else:
+            (metrics.TFTP_TIMEOUT if timed_out else metrics.TFTP_FAILED).inc()
         self._transfers.pop(transfer.sock, None)
         self._by_client.pop(transfer.client, None)
         assert self._selector is not None
@@ -721,9 +739,10 @@ class TftpService:
         self.timeline.record(entry.serial, message, utcnow(), data)
 
     def _refuse(self, client: tuple[str, int], request: Request, code: ErrorCode, reason: str,
-                level: int = logging.WARNING) -> None:
+                level: int = logging.WARNING, failed: bool = False) -> None:
         """Answer with a TFTP error from a fresh port (as a transfer would
-        start), and log why."""
+        start), and log why. ``failed``: the server's fault, not a refusal."""
+        (metrics.TFTP_FAILED if failed else metrics.TFTP_REFUSED).inc()
         kind = "WRQ" if request.opcode == Opcode.WRQ else "RRQ"
         log.log(level, "refused %s %r from %s:%d: %s (error %d)", kind, request.filename, *client, reason, code)
         try:

@@ -81,6 +81,8 @@ class Outcome:
     result: str | None
     message: str
     attempts: int
+    #: Failed because the BMC did not answer (within the budget).
+    unreachable: bool = False
 
 
 class Runner:
@@ -171,8 +173,9 @@ def carry_out(driver: PowerDriver, pacer: Pacer, policy: Policy, action: str, ar
     try:
         result = runner.run(action, argument, persistent)
     except BmcError as exc:
-        kind = "timed out" if isinstance(exc, Unreachable) else "failed"
-        return Outcome(False, None, f"{what} {kind}: {exc}", runner.attempts)
+        unreachable = isinstance(exc, Unreachable)
+        return Outcome(False, None, f"{what} {'timed out' if unreachable else 'failed'}: {exc}", runner.attempts,
+                       unreachable)
     finally:
         driver.close()
     took = time.monotonic() - started

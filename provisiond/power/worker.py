@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 
+from provisiond import metrics
 from provisiond.bell import Bell
 from provisiond.errors import ProvisiondError
 from provisiond.models import utcnow
@@ -125,9 +126,11 @@ class PowerWorker(threading.Thread):
             raise
 
     def _carry_out(self, claimed: queue.Claimed) -> None:
-        """In a BMC thread: the operation's BMC work only; its outcome goes back to the worker."""
+        """In a BMC thread: the operation's BMC work only; its outcome goes back
+        to the worker. Its time and outcome are counted (:mod:`provisiond.metrics`)."""
         operation_id = claimed.operation_id
         what = f"operation {operation_id}: {queue.describe(claimed.action, claimed.argument, claimed.persistent)}"
+        started, fate = time.monotonic(), "failed"
         try:
             work = queue.work_of(claimed, self.services.vault)
             key = work.target.key
@@ -135,6 +138,7 @@ class PowerWorker(threading.Thread):
             outcome = carry_out(driver_for(work.target, self.options), self.pacer, self.policy,
                                 work.action, work.argument, work.persistent, what)
             (log.info if outcome.ok else log.warning)("host %s: %s", claimed.serial, outcome.message)
+            fate = "ok" if outcome.ok else "timeout" if outcome.unreachable else "failed"
             finished = queue.Finished(operation_id, outcome.ok, outcome.result, outcome.message, utcnow(),
                                       self.pacer.last_command(key))
         except ProvisiondError as exc:  # the host lost its BMC, or its password cannot be decrypted
@@ -147,9 +151,16 @@ class PowerWorker(threading.Thread):
         finally:
             with self._count_lock:
                 self._running -= 1
+            _count(claimed, fate, time.monotonic() - started)
         self._finished.put(finished)
         self.bell.ring_here()
 
     def stop(self) -> None:
         self.stopping.set()
         self.bell.ring_here()
+
+
+def _count(claimed: queue.Claimed, outcome: str, seconds: float) -> None:
+    driver = claimed.bmc_type or "none"
+    metrics.BMC_OPERATION_SECONDS.labels(claimed.action, claimed.argument, driver).observe(seconds)
+    metrics.BMC_OPERATIONS.labels(claimed.action, claimed.argument, driver, outcome).inc()

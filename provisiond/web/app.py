@@ -11,7 +11,7 @@ from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
 from provisiond.web.proxies import TrustedProxies
-from provisiond.web import api, auth, boot, installer, ipxe, listeners, meta, power
+from provisiond.web import api, auth, boot, installer, ipxe, listeners, meta, metrics, power
 
 log = logging.getLogger("provisiond.web")
 
@@ -28,6 +28,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.before_request(lambda: listeners.guard(settings.boot_listen))
     app.before_request(auth.gate)
     app.register_blueprint(meta.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(power.bp)
     app.register_blueprint(installer.bp)

@@ -8,6 +8,10 @@ fork. gunicorn's control socket is off (several instances on one machine
 would share ``~/.gunicorn/gunicorn.ctl``); ``gunicorn_config`` names a
 ``gunicorn.conf.py`` whose settings apply over provisiond's own, the
 listeners excepted.
+
+Every worker writes its metrics to the machine's metrics directory, set up
+before gunicorn starts (:mod:`provisiond.metric_files`); ``child_exit`` tells
+prometheus_client when one ends.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from provisiond.config import Settings
+from provisiond.metric_files import child_exit
 
 log = logging.getLogger("provisiond.web")
 
@@ -89,6 +94,7 @@ def options(settings: Settings, host: str, port: int, workers: int) -> dict[str,
         "control_socket_disable": True,
         "post_fork": _die_with_the_master,
         "post_worker_init": _warm_up,
+        "child_exit": child_exit,
     }
 
 

@@ -1,5 +1,6 @@
 """The work runner: claims due work items and carries them out, a few at a
-time, recording each outcome (:mod:`provisiond.worker.queue`)."""
+time, recording each outcome (:mod:`provisiond.worker.queue`) and counting
+it (``provisiond_work_items_total{kind,outcome}``: done, retry, failed)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from provisiond import events
+from provisiond import events, metrics
 from provisiond.bell import Bell
 from provisiond.install.hooks import KIND as HOOK
 from provisiond.models import utcnow
@@ -94,8 +95,10 @@ class WorkRunner(threading.Thread):
                                         "ok": ok, "attempt": item.attempt})
                 if ok:
                     queue.succeeded(connection, item, now)
+                    fate = "done"
                 else:
-                    queue.failed(connection, item, message, now, what)
+                    fate = "retry" if queue.failed(connection, item, message, now, what) else "failed"
+            metrics.WORK_ITEMS.labels(item.kind, fate).inc()
             (log.info if ok else log.warning)("%s (host id %s): %s", what, item.host_id, message)
         except Exception:  # it runs again when its lease passes
             log.exception("work item %d could not be carried out", item.id)

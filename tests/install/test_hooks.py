@@ -9,7 +9,7 @@ import pytest
 
 from provisiond.services import Services
 from provisiond.web.app import build_app
-from tests.conftest import DEMO_HOSTS, install_token, matching_report
+from tests.conftest import DEMO_HOSTS, install_token, matching_report, metric
 
 
 @pytest.fixture
@@ -52,8 +52,13 @@ def run_hooks(svc) -> int:
     return WorkRunner(svc).run_pending()
 
 
+def hook_runs(hook, outcome, event="on-armed"):
+    return metric("provisiond_hook_runs_total", event=event, hook=hook, outcome=outcome)
+
+
 def test_hooks_get_their_environment_and_report_outcomes(hooked):
     svc, client, headers, out = hooked
+    before = [hook_runs("10-record", "ok"), hook_runs("20-fail", "failed"), hook_runs("30-hang", "timeout")]
     started = time.monotonic()
     assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
     assert time.monotonic() - started < 1, "a hanging hook must not block the request"
@@ -71,6 +76,17 @@ def test_hooks_get_their_environment_and_report_outcomes(hooked):
         "hook 20-fail failed with exit status 3: no ticket system",
         "hook 30-hang killed after 1 s",
     ]
+    assert [hook_runs("10-record", "ok"), hook_runs("20-fail", "failed"), hook_runs("30-hang", "timeout")] == \
+        [count + 1 for count in before]
+
+
+def test_a_hook_removed_before_it_ran_is_counted_as_an_error(hooked):
+    svc, client, headers, out = hooked
+    before = hook_runs("10-record", "error"), hook_runs("10-record", "ok")
+    assert client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
+    (svc.settings.hooks_dir / "on-armed.d" / "10-record").unlink()
+    run_hooks(svc)
+    assert (hook_runs("10-record", "error"), hook_runs("10-record", "ok")) == (before[0] + 1, before[1])
 
 
 def test_installing_installed_and_failed_hooks(hooked):
@@ -114,10 +130,17 @@ def test_a_failing_hook_is_retried_with_backoff_each_attempt_an_event(hooked, mo
     from provisiond.worker import queue
 
     svc, client, headers, out = hooked
+
+    def work_items():
+        return {outcome: metric("provisiond_work_items_total", kind="hook", outcome=outcome)
+                for outcome in ("done", "retry", "failed")}
+
     retrying = Services(dataclasses.replace(svc.settings, hook_attempts=2), svc.db)
     client2 = build_app(services=retrying).test_client()
     assert client2.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers).status_code == 201
+    before = work_items()
     assert run_hooks(retrying) == 3  # three hooks, one attempt each
+    assert {k: v - before[k] for k, v in work_items().items()} == {"done": 1, "retry": 2, "failed": 0}
     with svc.db.read() as session:
         items = {i.payload["script"]: i for i in session.scalars(select(models.WorkItem))}
     assert {name: (i.state, i.attempts) for name, i in items.items()} == {
@@ -130,6 +153,7 @@ def test_a_failing_hook_is_retried_with_backoff_each_attempt_an_event(hooked, mo
     with svc.db.read() as session:
         states = {i.payload["script"]: (i.state, i.attempts) for i in session.scalars(select(models.WorkItem))}
     assert states == {"10-record": ("done", 1), "20-fail": ("failed", 2), "30-hang": ("failed", 2)}
+    assert {k: v - before[k] for k, v in work_items().items()} == {"done": 1, "retry": 2, "failed": 2}
     work = [e["message"] for e in client.get("/api/v1/hosts/712DM2Y/events", headers=headers).get_json()["events"]
             if e["kind"] == "work"]
     assert any("hook 20-fail: attempt 1 of 2 failed" in m and "again in 5 s" in m for m in work), work

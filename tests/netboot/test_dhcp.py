@@ -44,6 +44,7 @@ from provisiond.netboot.dhcp_codec import (
     parse_request,
 )
 from provisiond.services import Services
+from tests.conftest import metric
 
 A = IPv4Address
 MAC_A = "52:54:00:00:0a:01"  # SN-A: static 10.77.0.10/24
@@ -573,6 +574,7 @@ def test_service_answers_over_udp_and_stops_promptly(world: World) -> None:
     import socket
 
     port = _free_port_pair()
+    answered = metric("provisiond_dhcp_packets_total", outcome="answered")
     service = world.dhcp("full", "local", dhcp_port=port, netboot_address="", netboot_interface="",
                          dhcp_subnets=[{"network": "127.0.0.0/8", "dns": ["127.0.0.53"]}])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
@@ -589,6 +591,7 @@ def test_service_answers_over_udp_and_stops_promptly(world: World) -> None:
     assert (reply.subnet_mask, reply.dns_servers, reply.boot_file) == \
         (A("255.0.0.0"), (A("127.0.0.53"),), "lpxelinux.0")
     assert service._thread is None and service._sockets == []
+    assert metric("provisiond_dhcp_packets_total", outcome="answered") == answered + 1  # counted once sent
     service.stop()  # idempotent
 
 
@@ -640,13 +643,35 @@ def test_discovers_are_shed_when_answering_falls_behind(world: World, monkeypatc
     packets = [request("discover", f"52:54:00:ff:01:{i:02x}") for i in range(4)]
     sock, answered = _backlog(service, [*packets[:2], request("request", "52:54:00:ff:01:09",
                                                                requested="10.77.0.60"), *packets[2:]])
+    shed = metric("provisiond_dhcp_packets_total", outcome="shed")
     with sock:
         with caplog.at_level("WARNING", logger="provisiond.netboot.dhcp"):
             service._serve_backlog(sock)  # reads 3, two more wait: the REQUEST only
         assert answered == [("DHCPREQUEST", "52:54:00:ff:01:09")]
         assert "DHCP overloaded: 2 DISCOVERs shed unanswered" in caplog.text
+        assert metric("provisiond_dhcp_packets_total", outcome="shed") == shed + 2
         service._serve_backlog(sock)  # the last two, nothing waits after them: answered
     assert answered[1:] == [("DHCPDISCOVER", "52:54:00:ff:01:03"), ("DHCPDISCOVER", "52:54:00:ff:01:02")]
+
+
+def test_packets_are_counted_by_what_became_of_them(world: World) -> None:
+    """Malformed, ignored, failed; answered and shed are counted on the
+    socket path (the UDP and backlog tests above)."""
+    def count(outcome: str) -> float:
+        return metric("provisiond_dhcp_packets_total", outcome=outcome)
+
+    before = {outcome: count(outcome) for outcome in ("malformed", "ignored", "failed", "answered")}
+    service = world.dhcp("full", "ignore")
+    assert service.process(b"\x01" * 100, DIRECT).data is None
+    assert service.process(request("discover", MAC_U), DIRECT).data is None  # unknown MAC, unknown_mac: ignore
+    assert service.process(request("discover", MAC_A), DIRECT).data is not None  # built, not sent: not counted
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # sending to a closed socket fails
+        sock.close()
+        service._answer_and_send(sock, parse_request(request("discover", MAC_A)), DIRECT)
+    assert {outcome: count(outcome) - before[outcome] for outcome in before} == {
+        "malformed": 1, "ignored": 1, "failed": 1, "answered": 0}
 
 
 def test_off_mode_starts_nothing(world: World) -> None:

@@ -22,6 +22,7 @@ from provisiond.config import SHIPPED_BOOT_TEMPLATES, Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.netboot.tftp import MAX_BLKSIZE, RETRIES, EntryMaker, TftpService
 from provisiond.services import Services
+from tests.conftest import metric
 
 F513 = os.urandom(513)
 LOGGER = "provisiond.netboot.tftp"
@@ -113,6 +114,31 @@ def data(block: int, payload: bytes) -> bytes:
     return struct.pack("!HH", 3, block) + payload
 
 
+OUTCOMES = ("completed", "failed", "timeout", "refused", "dropped", "malformed")
+
+
+def counted() -> dict[str, float]:
+    return {outcome: metric("provisiond_tftp_requests_total", outcome=outcome) for outcome in OUTCOMES}
+
+
+def since(before: dict[str, float]) -> dict[str, float]:
+    return {outcome: value - before[outcome] for outcome, value in counted().items()}
+
+
+def settled(service: TftpService) -> None:
+    """Return once the service has handled every packet sent to it before
+    this call. Its loop reads one request per round and finishes a round
+    before it selects again: a first write request is handled in a round
+    whose select saw everything sent earlier, and the answer to a second,
+    sent after the first was answered, comes from a later round. (Two
+    refusals: the counts include them.)"""
+    client = Raw(where(service))
+    for _ in range(2):
+        client.request("settled.bin", opcode=2)
+        assert client.receive()[:4] == b"\x00\x05\x00\x02"
+    client.close()
+
+
 def test_oack_carries_only_what_was_asked(plain_settings: Settings, serve: Callable[..., TftpService]) -> None:
     service = serve(plain_settings)
     client = Raw(where(service))
@@ -175,6 +201,7 @@ def test_a_silent_client_gets_retransmissions_then_is_given_up(plain_settings: S
                                                               caplog: pytest.LogCaptureFixture) -> None:
     service = serve(plain_settings)
     client = Raw(where(service))
+    before = counted()
     with caplog.at_level(logging.INFO, logger=LOGGER):
         client.request("f513.bin")
         packets = [client.receive()]
@@ -185,6 +212,30 @@ def test_a_silent_client_gets_retransmissions_then_is_given_up(plain_settings: S
                 break
     assert packets == [data(1, F513[:512])] * (1 + RETRIES)
     assert any(f"no answer from the client after {RETRIES} retransmissions" in r.getMessage() for r in caplog.records)
+    settled(service)
+    assert since(before)["timeout"] == 1
+
+
+def test_every_request_is_counted_by_how_it_ended(plain_settings: Settings, serve: Callable[..., TftpService]) -> None:
+    """provisiond_tftp_requests_total: one outcome per request."""
+    service = serve(dataclasses.replace(plain_settings, tftp_max_transfers=1))
+    before = counted()
+    complete = Raw(where(service))
+    complete.request("f513.bin")
+    assert complete.receive() == data(1, F513[:512])
+    complete.ack(1)
+    assert complete.download() == F513[512:]  # and the last block acknowledged: completed
+    Raw(where(service)).request("nothing.bin")  # refused: file not found
+    complete.sock.sendto(struct.pack("!HH", 4, 1), where(service))  # an ACK on the request port: malformed
+    holder = Raw(where(service))
+    holder.request("f513.bin")
+    assert holder.receive() == data(1, F513[:512])  # the one transfer allowed, held open
+    Raw(where(service)).request("empty.bin")  # beyond tftp_max_transfers: dropped (the client would retry)
+    assert holder.peer is not None
+    holder.sock.sendto(struct.pack("!HH", 5, 0) + b"client gave up\x00", holder.peer)  # an ERROR ends it: failed
+    settled(service)
+    assert since(before) == {"completed": 1, "failed": 1, "timeout": 0, "refused": 1 + 2, "dropped": 1,
+                             "malformed": 1}
 
 
 def test_stop_is_prompt_and_frees_the_port(plain_settings: Settings, serve: Callable[..., TftpService],

@@ -16,6 +16,7 @@ from provisiond.models import utcnow
 from provisiond.power import queue
 from provisiond.power.worker import PowerWorker
 from provisiond.services import Services
+from tests.conftest import metric
 
 
 def fake_state(settings, serial):
@@ -82,8 +83,17 @@ def test_operations_run_in_order_and_the_bmc_ends_as_told(worker, services, demo
                               "(BMC fake 192.168.0.10, ")
 
 
+def bmc_counts(action, argument, driver="fake"):
+    """(ok, failed, timeout, operations timed, seconds observed) so far."""
+    labels = {"action": action, "argument": argument, "driver": driver}
+    return (*(metric("provisiond_bmc_operations_total", **labels, outcome=o) for o in ("ok", "failed", "timeout")),
+            metric("provisiond_bmc_operation_seconds_count", **labels),
+            metric("provisiond_bmc_operation_seconds_sum", **labels))
+
+
 def test_an_unreachable_bmc_fails_within_the_budget_and_says_so(worker, services, demo_data, client, auth):
     client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"address": "unreachable"}}, headers=auth)
+    ok, failed, timeout, timed, seconds = bmc_counts("power", "reset")
     operation_id = enqueue(services, "712DM2Y", "power", "reset")
     started = time.monotonic()
     status, result, message = run_until_finished(worker, services, [operation_id])[operation_id]
@@ -92,15 +102,22 @@ def test_an_unreachable_bmc_fails_within_the_budget_and_says_so(worker, services
     assert message.startswith(f"operation {operation_id}: power reset (power on if off) timed out: BMC fake unreachable "
                               "(host 712DM2Y): power status: no answer (fake BMC marked unreachable); gave up after ")
     assert 1.0 < took < 10  # backoff 0.5 s, 1 s within a 2 s budget; then it stops
+    after = bmc_counts("power", "reset")
+    assert after[:4] == (ok, failed, timeout + 1, timed + 1)
+    assert after[4] - seconds >= 1.5  # its time observed: the two pauses at least
     events = client.get("/api/v1/hosts/712DM2Y/events", headers=auth).get_json()["events"]
     assert events[-1]["message"] == message and events[-1]["data"]["status"] == "failed"
 
 
 def test_a_refused_password_is_not_retried(worker, services, demo_data, client, auth):
+    ok, failed, timeout, timed, _ = bmc_counts("power", "status")
+    operation_id = enqueue(services, "712DM2Y", "power", "status")
+    assert run_until_finished(worker, services, [operation_id])[operation_id][0] == "done"
     client.patch("/api/v1/hosts/712DM2Y", json={"bmc": {"password": "wrong"}}, headers=auth)
     operation_id = enqueue(services, "712DM2Y", "power", "status")
     status, _, message = run_until_finished(worker, services, [operation_id])[operation_id]
     assert status == "failed"
+    assert bmc_counts("power", "status")[:4] == (ok + 1, failed + 1, timeout, timed + 2)
     assert message == (f"operation {operation_id}: read the power state failed: BMC fake 192.168.0.10 "
                        "(host 712DM2Y): power status: the BMC refused the password (fake)")
     with services.db.read() as session:
