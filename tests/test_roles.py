@@ -165,3 +165,38 @@ def test_each_role_tells_systemd_it_is_ready(settings, services, tmp_path):
                 process.terminate()
                 process.wait(30)
         assert message.startswith("READY=1"), (role, message)
+
+
+def test_serve_applies_a_gunicorn_config_but_keeps_its_listeners_and_no_control_socket(settings, services,
+                                                                                      tmp_path):
+    """``gunicorn_config`` settings apply over provisiond's own (here 3
+    workers and a server hook), except the listeners; and no serve creates
+    gunicorn's shared control socket (~/.gunicorn/gunicorn.ctl), which one
+    instance's stop would delete under another."""
+    services.vault  # noqa: B018
+    marker = tmp_path / "hook-ran"
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(f"workers = 3\nbind = ['0.0.0.0:1']\n"
+                      f"def on_starting(server):\n    open({str(marker)!r}, 'w').write('yes')\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    server = LiveServer(settings, workers=2, role="serve", PROVISIOND_GUNICORN_CONFIG=str(config), HOME=str(home))
+    try:
+        deadline = time.monotonic() + 20
+        while len(_children(server.process.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_children(server.process.pid)) == 3
+        assert marker.read_text() == "yes"
+        assert requests.get(f"{server.url}/healthz", timeout=5).ok  # still on provisiond's own listener
+        assert not (home / ".gunicorn").exists()
+    finally:
+        server.stop()
+
+
+def test_a_broken_gunicorn_config_stops_serve_naming_the_file(settings, services, tmp_path):
+    services.vault  # noqa: B018
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("workers = (\n")
+    done = _provisiond(settings, "serve", PROVISIOND_GUNICORN_CONFIG=str(config), PROVISIOND_HTTP_PORT=str(free_port()))
+    assert done.returncode != 0
+    assert f"gunicorn_config {config} cannot be loaded: SyntaxError" in done.stderr, done.stderr

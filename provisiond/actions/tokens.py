@@ -2,8 +2,9 @@
 
 The plain token is shown once, when it is created, and never stored: only
 its SHA-256. A revoked token is kept (marked), so the audit trail can still
-name it; it is refused at once by the instance that revoked it and by every
-other instance within :data:`provisiond.web.auth.TOKEN_CACHE_SECONDS`.
+name it; it is refused by every HTTP worker of every instance within
+:data:`provisiond.web.auth.TOKEN_CACHE_SECONDS` (each worker caches a
+token's check that long; the one that revoked it forgets it at once).
 """
 
 from __future__ import annotations

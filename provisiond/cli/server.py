@@ -28,15 +28,20 @@ from provisiond.errors import ProvisiondError
 
 DEMO_HOSTS = Path(__file__).resolve().parent.parent / "demo" / "hosts.yaml"
 PROVCTL_CONFIG = Path("~/.config/provisiond/provctl.yaml").expanduser()
+#: Read when neither --config nor PROVISIOND_CONFIG names a file and it exists.
+SYSTEM_CONFIG = Path("/etc/provisiond/provisiond.yaml")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provisiond")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="PROVISIOND_CONFIG",
-              help="YAML settings file (default: PROVISIOND_CONFIG).")
+              help="YAML settings file (default: PROVISIOND_CONFIG, else /etc/provisiond/provisiond.yaml "
+                   "if it exists).")
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
     """provisiond: bare-metal provisioning server."""
+    if config_file is None and SYSTEM_CONFIG.is_file():
+        config_file = str(SYSTEM_CONFIG)  # where the packaged services read theirs
     ctx.meta["provisiond.config_file"] = config_file
     try:
         ctx.obj = load_settings(config_file)
@@ -154,7 +159,7 @@ def tokens_list(settings: Settings) -> None:
 @click.argument("name")
 @click.pass_obj
 def tokens_revoke(settings: Settings, name: str) -> None:
-    """Revoke the token NAME (refused at once here, by other instances within 5 s)."""
+    """Revoke the token NAME (refused by every instance within 5 s)."""
     from provisiond.actions import tokens as token_actions
 
     token_actions.revoke(_ready(settings), _local_admin(), name)
@@ -373,9 +378,13 @@ def _run_roles(settings: Settings, http_host: str | None, http_port: int | None,
 
     config = click.get_current_context().meta.get("provisiond.config_file")
     base = [sys.executable, "-m", "provisiond.cli.server", *(["--config", config] if config else [])]
-    listen = [*(["--host", http_host] if http_host else []), *(["--port", str(http_port)] if http_port else []),
-              *(["--workers", str(workers)] if workers else [])]
-    roles = {"serve": [*base, "serve", *listen], "worker": [*base, "worker"]}
+    # Every child derives the same public_url from the listener given here
+    # (netboot hands it to installers): through the environment, which
+    # every role reads, not only serve's command line.
+    for name, value in (("HTTP_HOST", http_host), ("HTTP_PORT", http_port)):
+        if value is not None:
+            os.environ[f"PROVISIOND_{name}"] = str(value)
+    roles = {"serve": [*base, "serve", *(["--workers", str(workers)] if workers else [])], "worker": [*base, "worker"]}
     if settings.netboot_address:
         roles["netboot"] = [*base, "netboot"]
     else:

@@ -12,18 +12,24 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Protocol
 
-from provisiond.health import notify_ready
+from provisiond.health import HealthListener, Loop, notify_ready
 from provisiond.services import Services
 
 log = logging.getLogger("provisiond.netboot")
 
 
 class Service(Protocol):
+    name: str
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    @property
+    def thread(self) -> threading.Thread | None: ...
 
 
 class NetbootDaemon:
@@ -50,6 +56,13 @@ class NetbootDaemon:
         log.info("netboot: DHCP %s, TFTP on port %d, boot root %s", settings.dhcp_mode, settings.tftp_port,
                  settings.pxelinux_dir)
 
+    def loops(self) -> list[Loop]:
+        """What readiness watches: each service's thread, alive. (The DHCP
+        loop sleeps in select() until a packet comes, so there is no
+        heartbeat to ask; a thread that ends has failed.)"""
+        return [Loop(service.name, service.thread, time.monotonic, float("inf"))
+                for service in self.running if service.thread is not None]
+
     def stop(self) -> None:
         while self.running:
             service = self.running.pop()
@@ -66,15 +79,17 @@ def run_until_signalled(services: Services) -> None:
         signal.signal(signum, lambda *_: stop.set())
     daemon = NetbootDaemon(services)
     daemon.start()
+    loops = daemon.loops()
     health = None
     if services.settings.netboot_health_listen:
-        from provisiond.health import HealthListener  # noqa: PLC0415 - only when asked for
-
-        health = HealthListener(services.settings.netboot_health_listen, services.db, [], "netboot")
+        health = HealthListener(services.settings.netboot_health_listen, services.db, loops, "netboot")
         health.start()
     notify_ready("netboot")
     try:
-        stop.wait()
+        while not stop.wait(1.0):
+            if not all(loop.thread.is_alive() for loop in loops):
+                log.error("a netboot service stopped; exiting so the service manager restarts netboot")
+                raise SystemExit(1)
     finally:
         if health is not None:
             health.stop()

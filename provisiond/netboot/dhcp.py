@@ -622,6 +622,13 @@ class DhcpService:
 
     # -- sockets -------------------------------------------------------------------
 
+    name = "the DHCP service"
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The service's loop (None when stopped)."""
+        return self._thread
+
     def start(self) -> None:
         if self.handler is None:
             log.info("DHCP is off (dhcp_mode: off)")

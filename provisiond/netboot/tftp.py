@@ -414,6 +414,13 @@ class TftpService:
 
     # -- life cycle ---------------------------------------------------------
 
+    name = "the TFTP service"
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The service's loop (None when stopped)."""
+        return self._thread
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the TFTP service is already running")

@@ -17,14 +17,22 @@ prometheus_client when one ends.
 from __future__ import annotations
 
 import logging
+import runpy
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from provisiond.config import Settings
+from provisiond.errors import ConfigError
 from provisiond.metric_files import child_exit
 
 log = logging.getLogger("provisiond.web")
+
+
+#: Kept over a ``gunicorn_config``: the listeners (provisiond's settings)
+#: and the hooks it cannot run without (a worker dying with its master, the
+#: warm-up, the metrics of a worker that ended).
+_PROVISIONDS_OWN = ("bind", "post_fork", "post_worker_init", "child_exit")
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -34,12 +42,26 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        binds = self.options["bind"]
         for key, value in self.options.items():
             self.cfg.set(key, value)
         if self.settings.gunicorn_config:
-            self.load_config_from_file(str(self.settings.gunicorn_config))
-            self.cfg.set("bind", binds)  # the listeners are provisiond's settings
+            self._load_file(self.settings.gunicorn_config)
+            for key in _PROVISIONDS_OWN:  # the listeners are provisiond's settings; its hooks it needs
+                self.cfg.set(key, self.options[key])
+
+    def _load_file(self, path: str) -> None:
+        """A gunicorn.conf.py: every name in it that is a gunicorn setting
+        is set (as ``gunicorn -c`` does; other names are ignored)."""
+        try:
+            names = runpy.run_path(path)
+        except Exception as exc:
+            raise ConfigError(f"gunicorn_config {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        for key, value in names.items():
+            if key in self.cfg.settings:
+                try:
+                    self.cfg.set(key, value)
+                except Exception as exc:
+                    raise ConfigError(f"gunicorn_config {path}: {key} = {value!r}: {exc}") from exc
 
     def load(self) -> Any:
         """In each worker, after the fork: its own Services."""

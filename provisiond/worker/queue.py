@@ -74,25 +74,34 @@ def claim(connection: Connection, now: dt.datetime, lease: dt.timedelta, limit: 
     return sorted((Claimed(*row) for row in rows), key=lambda item: item.id)
 
 
+def _mine(item: Claimed) -> tuple[Any, ...]:
+    """The item as this attempt claimed it: a worker whose lease ran out
+    (and whose item another worker claimed again) changes nothing."""
+    return (_ITEMS.c.id == item.id, _ITEMS.c.state == "running", _ITEMS.c.attempts == item.attempt)
+
+
 def succeeded(connection: Connection, item: Claimed, now: dt.datetime) -> None:
-    connection.execute(update(_ITEMS).where(_ITEMS.c.id == item.id, _ITEMS.c.state == "running")
+    connection.execute(update(_ITEMS).where(*_mine(item))
                        .values(state="done", lease_until=None, finished_at=now, last_error=None))
 
 
 def failed(connection: Connection, item: Claimed, error: str, now: dt.datetime, what: str) -> bool:
     """An attempt failed: queue the item again after a backoff, or, after its
-    last attempt, fail it for good. Each is an event. True if it will run again."""
+    last attempt, fail it for good. Each is an event. True if it will run
+    again; False too when this attempt was superseded (its lease ran out and
+    another worker claimed the item): then nothing is written."""
     again = item.attempt < item.max_attempts
     if again:
         wait = min(BACKOFF * 2 ** (item.attempt - 1), BACKOFF_MAX)
-        connection.execute(update(_ITEMS).where(_ITEMS.c.id == item.id, _ITEMS.c.state == "running")
-                           .values(state="queued", lease_until=None, run_after=now + wait, last_error=error))
+        values: dict[str, Any] = {"state": "queued", "run_after": now + wait}
         message = (f"{what}: attempt {item.attempt} of {item.max_attempts} failed ({error}); "
                    f"again in {wait.total_seconds():g} s")
     else:
-        connection.execute(update(_ITEMS).where(_ITEMS.c.id == item.id, _ITEMS.c.state == "running")
-                           .values(state="failed", lease_until=None, finished_at=now, last_error=error))
+        values = {"state": "failed", "finished_at": now}
         message = f"{what}: gave up after {item.attempt} attempt(s) ({error})"
+    moved = connection.execute(update(_ITEMS).where(*_mine(item)).values(lease_until=None, last_error=error, **values))
+    if not moved.rowcount:
+        return False
     events.record(connection, events.Kind.WORK, message, host_id=item.host_id, time=now,
                   data={"item": item.id, "kind": item.kind, "attempt": item.attempt, "again": again})
     return again

@@ -71,7 +71,7 @@ class WorkRunner(threading.Thread):
         return len(claimed)
 
     def run_pending(self) -> int:
-        """Carry out every due item now, in this thread (tests, ``provisiond work``)."""
+        """Carry out every due item now, in this thread (the tests)."""
         done = 0
         while True:
             with self.services.db.kept_write() as connection:

@@ -178,3 +178,33 @@ def test_a_hook_whose_worker_died_runs_again_when_its_lease_passes(hooked):
     assert (out / "armed.env").exists()
     with svc.db.read() as session:
         assert [i.attempts for i in session.scalars(select(models.WorkItem))] == [2, 2, 2]
+
+
+def test_a_worker_whose_lease_ran_out_changes_nothing_when_it_reports(hooked):
+    """A stalled worker comes back after its item was claimed again and
+    carried out by another: its late success or failure is not recorded."""
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from provisiond import models
+    from provisiond.worker import queue
+
+    svc, client, headers, out = hooked
+    client.post("/api/v1/hosts/712DM2Y/install", json={}, headers=headers)
+    now = models.utcnow()
+    with svc.db.kept_write() as connection:  # the stalled worker's claim, its lease already gone
+        stale = queue.claim(connection, now, dt.timedelta(seconds=-1), 10)
+    assert run_hooks(svc) == 3  # another worker claims them again and finishes them
+    with svc.db.read() as session:
+        before = [(i.state, i.attempts, i.last_error) for i in session.scalars(select(models.WorkItem)
+                                                                                 .order_by(models.WorkItem.id))]
+        lines = session.scalar(select(func.count()).select_from(models.Event))
+    with svc.db.kept_write() as connection:
+        queue.succeeded(connection, stale[0], now)
+        assert queue.failed(connection, stale[1], "late", now, "hook") is False
+        queue.failed(connection, stale[2], "late", now, "hook")
+    with svc.db.read() as session:
+        assert [(i.state, i.attempts, i.last_error) for i in session.scalars(select(models.WorkItem)
+                                                                               .order_by(models.WorkItem.id))] == before
+        assert session.scalar(select(func.count()).select_from(models.Event)) == lines
