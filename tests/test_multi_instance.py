@@ -7,6 +7,8 @@ through the same installs from both HTTP instances at once.
   and the full rack never holds back a host outside it;
 - each power operation runs exactly once, and the gap between two commands
   to one BMC holds across workers;
+- the netboot instance hands a host armed through another instance its
+  installer entry over TFTP;
 - a timed-out install is failed once, with no traceback anywhere;
 - hooks fire once per event;
 - a token revoked on one instance is refused by the other within the
@@ -89,6 +91,7 @@ def cluster(db_url, settings, services, tmp_path, admin_token):
     if db_url.startswith("sqlite"):
         pytest.skip("several instances share PostgreSQL; SQLite is one machine's")
     require(shutil.which("curl") is not None, "needs curl")
+    require(shutil.which("tftp") is not None, "needs tftp-hpa's client (tftp)")
     services.vault  # noqa: B018  (the key every instance is given)
     hooks = tmp_path / "hooks" / "on-installed.d"
     hooks.mkdir(parents=True)
@@ -153,6 +156,16 @@ def test_several_instances_share_one_postgresql_safely(cluster, services):
     def call(instance, serial: str, step: str, **kwargs):  # type: ignore[no-untyped-def]
         url = f"{instance.url}/install/{tokens[serial]}/{step}"
         return requests.post(url, timeout=10, **kwargs) if step != "ks" else requests.get(url, timeout=10)
+
+    # The netboot instance (its own machine, sharing only the database) hands
+    # an armed host its installer entry, with the token armed on serve-b.
+    netboot = instances[4]
+    entry = root / "entry"
+    fetched = subprocess.run(["tftp", "127.0.0.1", netboot.env["PROVISIOND_TFTP_PORT"], "-c", "get",
+                              "pxelinux.cfg/01-52-54-00-4d-00-00", str(entry)], capture_output=True, text=True,
+                             timeout=30)
+    assert fetched.returncode == 0, fetched
+    assert f"/install/{tokens[HOSTS[0]]}/ks" in entry.read_text(), entry.read_text()
 
     def booted(instance, serial: str) -> None:  # type: ignore[no-untyped-def]
         index = HOSTS.index(serial)
