@@ -122,7 +122,8 @@ def entries(session: Session, where: AuditFilter, limit: int = 100, before_id: i
     if where.action:
         query = query.where(table.action == where.action)
     if where.host:
-        query = query.where(func.lower(table.targets).like(f"%|{serial_key(where.host)}|%"))
+        serial = serial_key(where.host).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(table.targets).like(f"%|{serial}|%", escape="\\"))
     if where.since:
         query = query.where(table.time >= where.since)
     if where.until:

@@ -205,3 +205,10 @@ def test_the_audit_trail_says_who_did_what_to_which_host_and_how_it_ended(client
     assert by_action and by_action[0]["principal"] == "token tests"  # the demo data's import
     assert client.get("/api/v1/audit?principal=token%20nobody", headers=viewer).get_json()["entries"] == []
     assert client.get("/api/v1/audit?since=yesterday", headers=viewer).status_code == 400
+    assert client.get("/api/v1/audit?host=712DM2_", headers=viewer).get_json()["entries"] == []  # not a wildcard
+    assert client.get("/api/v1/audit?host=%25", headers=viewer).get_json()["entries"] == []
+    first = entries[-1]["time"]
+    since = client.get("/api/v1/audit", query_string={"host": "712DM2Y", "since": first}, headers=viewer)
+    assert since.get_json()["entries"] == entries
+    until = client.get("/api/v1/audit", query_string={"host": "712DM2Y", "until": first}, headers=viewer)
+    assert until.get_json()["entries"] == []
