@@ -194,7 +194,7 @@ def read(connection: Connection | Session, after: Cursor = Cursor(), *, host_id:
 
     is_postgresql = (connection.get_bind() if isinstance(connection, Session) else connection).dialect.name \
         == "postgresql"
-    where = ["(COALESCE(e.txid, 0) > :txid OR (COALESCE(e.txid, 0) = :txid AND e.id > :id))"]
+    where = ["(COALESCE(e.txid, 0), e.id) > (:txid, :id)"]  # a range of ix_events_cursor
     params: dict[str, Any] = {"txid": after.txid, "id": after.id, "limit": limit}
     if is_postgresql:  # only transactions older than every running one: nothing can appear before them later
         where.append("COALESCE(e.txid, 0) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")

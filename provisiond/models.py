@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -266,7 +267,7 @@ class Event(Base):
     Only :mod:`provisiond.events` writes these rows."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_serial", "serial"), Index("ix_events_txid_id", "txid", "id"))
+    __table_args__ = (Index("ix_events_serial", "serial"), Index("ix_events_cursor", text("COALESCE(txid, 0)"), "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: NULL once the host is deleted: its events stay, found by ``serial``.

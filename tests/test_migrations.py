@@ -1,5 +1,7 @@
 """The Alembic migrations build exactly the schema the models describe."""
 
+import warnings
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -12,7 +14,11 @@ from provisiond.models import Base
 def test_migrations_match_models(db_url):
     database = Database(db_url)
     try:
-        with database.engine.connect() as conn:
+        with database.engine.connect() as conn, warnings.catch_warnings():
+            # SQLite's reflection cannot read an expression index (ix_events_cursor): it skips it, so
+            # the comparison covers it on PostgreSQL only.
+            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index")
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
         assert schema_is_current(database.engine)
