@@ -292,3 +292,38 @@ def _token(services, serial: str) -> str:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
+
+
+def test_the_gap_between_commands_to_one_bmc_holds_across_workers(cluster):
+    """Two operations to one BMC, queued back to back, carried out by two
+    different worker processes (the other one stopped with SIGSTOP): the
+    second worker waits out bmc_min_gap_ms from the first one's command,
+    which it knows only from the database."""
+    import signal
+
+    instances, auth, _fired, root = cluster
+    serve, worker_a, worker_b = instances[0], instances[2], instances[3]
+    serial = HOSTS[-1]
+
+    def reset() -> None:
+        answer = requests.post(f"{serve.url}/api/v1/hosts/{serial}/power", json={"action": "reset"}, headers=auth)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if requests.get(f"{serve.url}{answer.headers['Location']}", headers=auth).json()["status"] == "done":
+                return
+            time.sleep(0.01)
+        raise AssertionError("the power operation did not finish")
+
+    os.kill(worker_b.process.pid, signal.SIGSTOP)
+    try:
+        reset()  # by worker-a: the only one running
+        os.kill(worker_a.process.pid, signal.SIGSTOP)
+        os.kill(worker_b.process.pid, signal.SIGCONT)
+        reset()  # by worker-b, at once
+    finally:
+        os.kill(worker_a.process.pid, signal.SIGCONT)
+        os.kill(worker_b.process.pid, signal.SIGCONT)
+    first, second = json.loads((root / "bmc" / f"{serial}.json").read_text())["actions"][-2:]
+    assert (first["pid"], second["pid"]) == (worker_a.process.pid, worker_b.process.pid)
+    assert second["time"] - first["time"] >= GAP_MS / 1000 * 0.95, (first, second)

@@ -34,7 +34,7 @@ class FakeDriver(PowerDriver):
             return {"power": "off", "bootdev": "default", "persistent": False, "actions": []}
 
     def _save(self, state: dict[str, Any], action: str) -> None:
-        state["actions"] = [*state.get("actions", []), {"time": time.time(), "action": action}]
+        state["actions"] = [*state.get("actions", []), {"time": time.time(), "action": action, "pid": os.getpid()}]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(state))
