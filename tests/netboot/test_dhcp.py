@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -21,7 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
+from sqlalchemy import func, select
 
+from provisiond import models
 from provisiond.errors import ConfigError
 from provisiond.models import utcnow
 from provisiond.netboot import leases
@@ -300,9 +303,20 @@ class World:
     def events(self, serial: str) -> list[dict[str, Any]]:
         for service in self.started:  # timeline lines are written off the packet path
             service.timeline.flush()
-        response = self.client.get(f"/api/v1/hosts/{serial}/events", headers=self.auth)
-        assert response.status_code == 200, response.get_json()
-        return [e for e in response.get_json()["events"] if e["kind"] == "dhcp"]
+        with self.services.db.read() as session:  # committed, whatever a reader may see yet
+            written = session.scalar(select(func.count()).select_from(models.Event).join(models.Host)
+                                     .where(models.Host.serial == serial, models.Event.kind == "dhcp"))
+        deadline = time.monotonic() + 10
+        while True:
+            # On PostgreSQL a reader sees a line once every older transaction
+            # on the server has ended (events.read): another test run's
+            # open transaction may hold it back for a moment.
+            response = self.client.get(f"/api/v1/hosts/{serial}/events", headers=self.auth)
+            assert response.status_code == 200, response.get_json()
+            lines = [e for e in response.get_json()["events"] if e["kind"] == "dhcp"]
+            if len(lines) >= written or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
 
 
 @pytest.fixture
