@@ -60,7 +60,7 @@ def main() -> None:
             path = f"/api/v1/hosts/{serial}/kickstart"
             times = []
             for _run in range(args.runs):
-                with common.Server(ws, workers=args.workers) as server:
+                with common.Server(ws, workers=args.workers, role="serve") as server:
                     times.append(server.wait_for(path, auth, timeout=60))
                     with urllib.request.urlopen(urllib.request.Request(server.url + path, headers=auth),
                                                 timeout=10) as response:

@@ -284,16 +284,17 @@ def free_port() -> int:
 
 
 class Server:
-    """`provisiond serve` (gunicorn) as a child process in its own process group."""
+    """provisiond as a child process in its own process group: ``run`` (serve,
+    worker: what power operations need) or one ``role`` (``serve``: HTTP only)."""
 
-    def __init__(self, ws: Workspace, workers: int = 2, port: int | None = None) -> None:
+    def __init__(self, ws: Workspace, workers: int = 2, port: int | None = None, role: str = "run") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ws.root / f"serve-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisiond.cli.server", "run"],
+            [sys.executable, "-m", "provisiond.cli.server", role],
             env=ws.env(self.port, workers), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ws.root,  # not the checkout: `-m` puts the cwd first on sys.path
         )
