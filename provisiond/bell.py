@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import select
 import socket
 from pathlib import Path
@@ -39,16 +40,21 @@ class Bell:
 
     # ------------------------------------------------------------------ ringing
 
-    def ring(self) -> None:
-        """Wake every listener (never raises: a ring is only a hint)."""
-        self._ring_sockets()
+    def ring(self, message: str = "") -> None:
+        """Wake every listener (never raises: a ring is only a hint).
+        ``message``: a short text the listeners get from :meth:`collect`
+        (digits, commas and ``*`` only: it goes into a NOTIFY as it is)."""
+        if not re.fullmatch(r"[0-9,*]{0,4000}", message):
+            raise ValueError(f"a bell's message is digits, commas and '*' (at most 4000): {message[:40]!r}")
+        self._ring_sockets(message.encode() or b"\0")
         if self.database is not None:
+            notify = f"NOTIFY {self.channel}" + (f", '{message}'" if message else "")
             try:
-                self.database.ask(lambda connection: connection.exec_driver_sql(f"NOTIFY {self.channel}"))
+                self.database.ask(lambda connection: connection.exec_driver_sql(notify))
             except Exception as exc:  # noqa: BLE001 - the worker's poll finds the work anyway
                 log.debug("NOTIFY %s failed: %s", self.channel, exc)
 
-    def _ring_sockets(self) -> None:
+    def _ring_sockets(self, data: bytes) -> None:
         try:
             names = [entry for entry in os.scandir(self.run_dir)
                      if entry.name.startswith(f"{self.name}-") and entry.name.endswith(".bell")]
@@ -58,7 +64,7 @@ class Bell:
             sender.setblocking(False)
             for entry in names:
                 try:
-                    sender.sendto(b"\0", entry.path)
+                    sender.sendto(data, entry.path)
                 except BlockingIOError:  # full: it is ringing already
                     pass
                 except OSError as exc:
@@ -108,18 +114,35 @@ class Bell:
         ready, _, _ = select.select(waiting, [], [], timeout)
         return self._drain() or bool(ready)
 
-    def _drain(self) -> bool:
+    def collect(self, timeout: float) -> list[str] | None:
+        """Like :meth:`wait`, but the messages of the rings heard (a ring
+        without one gives ``""``); None if none came within ``timeout``."""
+        waiting = [s for s in (self._socket, self._listener) if s is not None]
+        if not waiting:
+            select.select([], [], [], timeout)
+            return None
+        select.select(waiting, [], [], timeout)
+        heard: list[str] = []
+        self._drain(heard)
+        return heard or None
+
+    def _drain(self, heard: list[str] | None = None) -> bool:
         rung = False
         if self._socket is not None:
             while True:
                 try:
-                    self._socket.recv(16)
+                    data = self._socket.recv(8192)
                 except (BlockingIOError, OSError):
                     break
                 rung = True
+                if heard is not None:
+                    heard.append(data.decode(errors="replace").strip("\0"))
         if self._listener is not None:
             try:
-                rung = any(True for _ in self._listener.notifies(timeout=0)) or rung
+                for notify in self._listener.notifies(timeout=0):
+                    rung = True
+                    if heard is not None:
+                        heard.append(notify.payload)
             except Exception as exc:  # noqa: BLE001 - reconnect on the next listen
                 log.warning("the LISTEN connection for %s broke (%s); reconnecting", self.channel, exc)
                 self._close_listener()

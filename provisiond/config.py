@@ -172,6 +172,37 @@ class Settings:
     #: Wake-on-LAN: the UDP port of magic packets.
     wol_port: int = 9
 
+    # -- agents and jobs (the agent gateway, `provisiond gateway`) -----------
+    #: ``ADDRESS:PORT`` of the agent gateway: HTTPS for ``provisiond-agent``
+    #: (enrollment, long-polls, results). Empty: no gateway.
+    agent_listen: str = "0.0.0.0:8443"
+    #: The URL agents reach the gateway at (rendered into the ``post-agent``
+    #: fragment). Empty: ``https://`` + the public URL's host + agent_listen's port.
+    agent_public_url: str = ""
+    #: Host names and addresses the gateway's certificate is made for (besides
+    #: this machine's name, localhost, 127.0.0.1, ::1 and netboot_address).
+    agent_server_names: list[str] = field(default_factory=list)
+    #: The operator's own certificate for the gateway (PEM); empty: provisiond
+    #: makes its own CA and certificate in ``data_dir/tls`` on first start.
+    agent_tls_cert: str = ""
+    #: The key of agent_tls_cert (PEM).
+    agent_tls_key: str = ""
+    #: The CA certificate that signed agent_tls_cert (PEM): what agents pin.
+    agent_tls_ca: str = ""
+    #: gevent workers of the agent gateway (each parks thousands of long-polls).
+    agent_gateway_workers: int = 1
+    #: An install's enrollment ticket is good for this long after `done`.
+    enrollment_window_seconds: int = 3600
+    #: A job's hosts that have not run it this long after it was made did not
+    #: run it (their agents were offline).
+    job_deadline_seconds: int = 3600
+    #: A job's script runs at most this long on a host unless the job says otherwise.
+    job_timeout_seconds: int = 600
+    #: Output kept per host and job; longer output is cut and marked truncated.
+    job_output_limit_bytes: int = 64 * 1024
+    #: Agents refresh their facts this often (seconds; 0: only on request).
+    facts_interval_seconds: int = 3600
+
     @property
     def run_dir(self) -> Path:
         """Sockets of this machine's processes (the workers' doorbells)."""
@@ -206,6 +237,8 @@ _POSITIVE_INT_KEYS = {
     "http_workers", "install_cap", "slot_retry_seconds", "queue_stale_seconds", "arm_ttl_seconds",
     "install_timeout_seconds", "max_report_bytes", "hook_timeout_seconds", "hook_attempts", "reaper_interval_seconds",
     "power_workers", "power_poll_ms", "bmc_budget_seconds", "wol_port",
+    "agent_gateway_workers", "enrollment_window_seconds", "job_deadline_seconds", "job_timeout_seconds",
+    "job_output_limit_bytes",
 }
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -309,9 +342,11 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise ConfigError(f"{where}: {value!r} is not an IPv4 address") from None
         if key == "log_level" and value.upper() not in _LOG_LEVELS:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
+        if key == "agent_public_url" and value and not value.startswith("https://"):
+            raise ConfigError(f"{where}: {value!r} must start with https:// (agents speak HTTPS only)")
         if key == "public_url" and value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: {value!r} must start with http:// or https://")
-        if key in ("boot_listen", "worker_health_listen", "netboot_health_listen") and value:
+        if key in ("boot_listen", "worker_health_listen", "netboot_health_listen", "agent_listen") and value:
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"{where}: {value!r} is not ADDRESS:PORT (e.g. 10.0.0.1:8080)")
@@ -323,6 +358,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ConfigError(f"{where}: expected a list of subnet mappings (network, router, dns, pool)")
         return [dict(item) for item in value]
+    if key == "agent_server_names":
+        value = _yaml_value(value, where) if not (isinstance(value, str) and "," in value) else value.split(",")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+            raise ConfigError(f"{where}: expected a list of host names or addresses")
+        return [item.strip() for item in value]
     if key == "trusted_proxies":
         value = _yaml_value(value, where) if not (isinstance(value, str) and "," in value) else value.split(",")
         if isinstance(value, str):
@@ -376,7 +418,20 @@ def _finish(settings: Settings, given: set[str]) -> Settings:
             changes[key] = changes["data_dir"] / name
     if not settings.public_url:
         changes["public_url"] = derived_public_url(settings)
+    if not settings.agent_public_url and settings.agent_listen:
+        changes["agent_public_url"] = derived_agent_url(changes.get("public_url") or settings.public_url,
+                                                        settings.agent_listen)
     return dataclasses.replace(settings, **changes)
+
+
+def derived_agent_url(public_url: str, agent_listen: str) -> str:
+    """Where agents reach the gateway: the public URL's host, the gateway's port."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(public_url).hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"https://{host}:{agent_listen.rpartition(':')[2]}"
 
 
 def derived_public_url(settings: Settings) -> str:

@@ -16,8 +16,11 @@ class ProvisiondError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str | None = None, **details: Any) -> None:
+    def __init__(self, message: str | None = None, *, code: str | None = None, **details: Any) -> None:
+        """``code``: a more precise error code than the class's (``ticket_used``)."""
         super().__init__(message or (self.__doc__ or self.code).strip())
+        if code:
+            self.code = code
         self.details = details
 
     @property
@@ -92,6 +95,13 @@ class Conflict(ProvisiondError):
 
     status = 409
     code = "conflict"
+
+
+class Gone(ProvisiondError):
+    """What was asked for existed and is no longer usable (a used or expired ticket)."""
+
+    status = 410
+    code = "gone"
 
 
 class PayloadTooLarge(ProvisiondError):

@@ -67,6 +67,9 @@ class Kind(str, enum.Enum):
     POWER = "power"
     HOOK = "hook"
     WORK = "work"  # the durable work queue: an attempt and its outcome
+    AGENT = "agent"  # an agent enrolled, was accepted, rejected, denied, revoked
+    HANDOFF = "handoff"  # the host went to its agent, and its hand-off jobs' outcome
+    JOB = "job"  # a job's result on the host
 
     def __str__(self) -> str:
         return self.value

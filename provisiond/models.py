@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -342,3 +343,133 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Agent(Base):
+    """A ``provisiond-agent`` that enrolled (or asked to): its identity, its
+    state and the SHA-256 of its credential. Only
+    :mod:`provisiond.agents.registry` writes these rows.
+
+    States: ``pending`` (no ticket; an operator accepts or rejects it),
+    ``accepted`` (acts for its host), ``rejected``, ``denied`` (claimed the
+    identity of an accepted agent with another credential: a rebuilt host
+    or an impostor), ``revoked`` (its host was armed for a reinstall, or an
+    operator deleted it)."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL", name="fk_agents_host_id_hosts"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hostname: Mapped[str] = mapped_column(String(253), default="")
+    machine_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    serial: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[str] = mapped_column(String(32), default="")
+    address: Mapped[str | None] = mapped_column(String(45))
+    #: The install whose enrollment ticket accepted it (None: an operator did).
+    install_id: Mapped[int | None] = mapped_column(
+        ForeignKey("installs.id", ondelete="SET NULL", name="fk_agents_install_id_installs"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    facts_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class EnrollmentTicket(Base):
+    """The one-time ticket an install hands its new system's agent: good
+    from the install's ``done`` for ``enrollment_window_seconds``, dead once
+    used. Only its SHA-256 is kept."""
+
+    __tablename__ = "enrollment_tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    install_id: Mapped[int] = mapped_column(
+        ForeignKey("installs.id", ondelete="CASCADE", name="fk_enrollment_tickets_install_id_installs"), unique=True)
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE", name="fk_enrollment_tickets_host_id_hosts"), index=True)
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class StoredFile(Base):
+    """A file in provisiond's file store (``provctl files put``), pushed to
+    hosts by ``file`` jobs. Kept by name; content and checksum together."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class Job(Base):
+    """One job: a type from the allow-list, its payload, the hosts it was
+    for (one :class:`JobRun` each). Only :mod:`provisiond.jobs.store` writes
+    these rows."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    #: What the agent is sent (a file job names its stored file; its content
+    #: is added at delivery).
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: SHA-256 of the canonical JSON payload: what the audit trail records.
+    digest: Mapped[str] = mapped_column(String(64))
+    #: One line for people: ``script: systemctl is-active sshd``.
+    summary: Mapped[str] = mapped_column(Text, default="")
+    #: The target expressions as given (serials, globs, groups, ``all``).
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    #: run (an operator's) or handoff (a profile's, after an install).
+    purpose: Mapped[str] = mapped_column(String(16), default="run")
+    #: For hand-off jobs: which step of the profile's list (0-based).
+    step: Mapped[int | None] = mapped_column(Integer)
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    #: Hosts that have not started it by then did not run it.
+    deadline: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class JobRun(Base):
+    """One job on one host: delivered at least once under a lease, its
+    result recorded once. Ends in exactly one terminal state."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job_id", "host_id", name="uq_job_runs_job_host"),
+                      Index("ix_job_runs_agent_state", "agent_id", "state"),
+                      Index("ix_job_runs_state_lease", "state", "lease_until"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_runs_job_id_jobs"),
+                                        index=True)
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL", name="fk_job_runs_host_id_hosts"), index=True)
+    serial: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="SET NULL", name="fk_job_runs_agent_id_agents"))
+    #: queued, running, succeeded, failed, timed_out, did_not_run, cancelled
+    state: Mapped[str] = mapped_column(String(16))
+    #: This host's own payload over the job's (a template rendered for it).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    #: Delivered again after this time if no result came.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    output: Mapped[str] = mapped_column(Text, default="")
+    output_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    #: The agent's idempotency key of the recorded result.
+    result_key: Mapped[str | None] = mapped_column(String(64))

@@ -14,7 +14,9 @@ from provisiond.install.slots import Limits
 from provisiond.kickstart.composer import Composer
 from provisiond.kickstart.guard import VariableGuard
 from provisiond.kickstart.profiles import ProfileStore
+from provisiond.agents.download import AgentBundle
 from provisiond.bell import Bell
+from provisiond.jobs import parking
 from provisiond.vault import Vault
 
 
@@ -38,12 +40,28 @@ class Services:
         return Bell(self.settings.run_dir, "power", self.db)
 
     @cached_property
+    def jobs_bell(self) -> Bell:
+        """Rung after a commit that queued job runs, with their agents' ids:
+        wakes those agents' parked polls (:mod:`provisiond.jobs.parking`)."""
+        return Bell(self.settings.run_dir, parking.BELL_NAME, self.db)
+
+    @cached_property
+    def parking(self) -> parking.Parking:
+        """This process's parked agent polls (the gateway's)."""
+        return parking.Parking(self.jobs_bell)
+
+    @cached_property
+    def agent_bundle(self) -> AgentBundle:
+        """The agent program served to installs (built on first use)."""
+        return AgentBundle(self.settings.data_dir / "agent")
+
+    @cached_property
     def profiles(self) -> ProfileStore:
         return ProfileStore(self.settings.profile_dirs)
 
     @cached_property
     def composer(self) -> Composer:
-        return Composer(self.settings.fragment_dirs, self.profiles, self.settings.variables)
+        return Composer(self.settings.fragment_dirs, self.profiles, self.settings.variables, agent=self.agent_bundle)
 
     @cached_property
     def guard(self) -> VariableGuard:

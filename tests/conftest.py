@@ -31,6 +31,9 @@ from provisiond.web.app import build_app
 from provisiond.web.auth import create_token
 
 CI = os.environ.get("CI", "").lower() == "true"
+# No agent gateway unless a test asks for one: `provisiond run` and `demo`
+# start one on 0.0.0.0:8443 by default, and tests run many servers at once.
+os.environ.setdefault("PROVISIOND_AGENT_LISTEN", "")
 PG_URL = os.environ.get("PROVISIOND_TEST_DATABASE_URL", "")
 DEMO_HOSTS = Path(__file__).resolve().parents[1] / "provisiond" / "demo" / "hosts.yaml"
 
@@ -186,7 +189,7 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or its worker still booting
                 time.sleep(0.1)
         self.stop()  # never leave a server behind
         raise RuntimeError(f"provisiond serve did not answer in 30 s: {self.log.read_text()}")

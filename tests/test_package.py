@@ -108,7 +108,7 @@ def test_systemd_accepts_the_units_against_the_installation(installed: Path, tmp
         assert "ExecStart=/opt/provisiond/bin/provisiond " in text
         (tmp_path / unit.name).write_text(text.replace("/opt/provisiond", str(installed)))
     units = sorted(str(p) for p in tmp_path.glob("*.service"))
-    assert len(units) == 3
+    assert len(units) == 4  # serve, worker, gateway, netboot
     done = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
 

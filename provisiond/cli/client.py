@@ -135,6 +135,14 @@ class WaitTimedOut(ClientError):
     """``--timeout`` passed before the install being followed finished (the install goes on)."""
 
 
+class JobFailed(ClientError):
+    """The job being followed failed (or timed out) on some host."""
+
+
+class JobNotRun(ClientError):
+    """The job being followed did not run on some host (no agent, offline, cancelled); none failed."""
+
+
 class CheckFailed(ClientError):
     """``profiles check`` found hosts whose kickstart does not render, or profiles lacking declarations."""
 
@@ -383,6 +391,51 @@ class ApiClient:
             result.extend(batch)
             if len(batch) < page:
                 return result, after
+
+    # ----------------------------------------------------------------- agents and jobs
+
+    def agents(self, state: str | None = None) -> dict[str, Any]:
+        return self.json("GET", "/agents", params={"state": state})
+
+    def agent_decision(self, agent_id: int, decision: str, host: str | None = None) -> dict[str, Any]:
+        body = {"host": host} if host else {}
+        return self.json("POST", f"/agents/{agent_id}/{decision}", json=body)
+
+    def delete_agent(self, agent_id: int) -> None:
+        self.request("DELETE", f"/agents/{agent_id}")
+
+    def submit_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.json("POST", "/jobs", json=body)
+
+    def jobs(self, limit: int) -> dict[str, Any]:
+        return self.json("GET", "/jobs", params={"limit": limit})
+
+    def job(self, job_id: int, output: bool = False, state: str | None = None) -> dict[str, Any]:
+        return self.json("GET", f"/jobs/{job_id}",
+                         params={"output": "true" if output else None, "state": state})
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return self.json("POST", f"/jobs/{job_id}/cancel")
+
+    def rerun_job(self, job_id: int, failed: bool) -> dict[str, Any]:
+        return self.json("POST", f"/jobs/{job_id}/rerun", json={"failed": failed})
+
+    def facts(self, serial: str) -> dict[str, Any]:
+        return self.json("GET", f"/hosts/{quote(serial, safe='')}/facts")
+
+    def retry_handoff(self, serial: str) -> dict[str, Any]:
+        return self.json("POST", f"/hosts/{quote(serial, safe='')}/handoff/retry")
+
+    def files(self) -> dict[str, Any]:
+        return self.json("GET", "/files")
+
+    def put_file(self, name: str, content: bytes, replace: bool) -> dict[str, Any]:
+        return self.json("PUT", f"/files/{quote(name, safe='')}",
+                         params={"replace": "true" if replace else None}, data=content,
+                         content_type="application/octet-stream")
+
+    def remove_file(self, name: str) -> None:
+        self.request("DELETE", f"/files/{quote(name, safe='')}")
 
     def audit(self, filters: Mapping[str, str | int | None]) -> dict[str, Any]:
         return dict(self.json("GET", "/audit", params=filters))

@@ -24,6 +24,8 @@ from provisiond.cli.client import (
     Forbidden,
     InstallFailed,
     InvalidInput,
+    JobFailed,
+    JobNotRun,
     MissingToken,
     NotFound,
     PowerFailed,
@@ -50,6 +52,8 @@ class ExitStatus(IntEnum):
     TIMED_OUT = 9  # --timeout passed before the install being followed finished
     POWER_FAILED = 10  # the BMC operation failed (unreachable, refused, unsupported)
     CHECK_FAILED = 11  # profiles check: some host's kickstart does not render, or a profile lacks a declaration
+    JOB_FAILED = 12  # the job followed failed or timed out on some host
+    JOB_NOT_RUN = 13  # the job followed did not run on some host (no agent, offline, cancelled); none failed
 
 
 #: Most specific first; anything else is ERROR.
@@ -66,6 +70,8 @@ _EXIT_STATUSES: tuple[tuple[type[ClientError], ExitStatus], ...] = (
     (WaitTimedOut, ExitStatus.TIMED_OUT),
     (PowerFailed, ExitStatus.POWER_FAILED),
     (CheckFailed, ExitStatus.CHECK_FAILED),
+    (JobFailed, ExitStatus.JOB_FAILED),
+    (JobNotRun, ExitStatus.JOB_NOT_RUN),
 )
 
 

@@ -21,6 +21,7 @@ from provisiond.cli.client import DEFAULT_CONFIG, DEFAULT_URL, ClientError, Conn
 from provisiond.cli.groups import groups
 from provisiond.cli.hosts import hosts
 from provisiond.cli.install import cancel, install, log, queue, status
+from provisiond.cli.jobs import agents, facts, files, handoff, jobs, push, run, service, template
 from provisiond.cli.output import report
 from provisiond.cli.power import bootdev, power
 from provisiond.cli.profiles import profiles
@@ -72,6 +73,8 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
       9  timed out waiting: --timeout passed before the install ended (it goes on)
      10  power failed: the BMC operation failed (unreachable, refused, unsupported)
      11  check failed: profiles check found a host whose kickstart does not render
+     12  job failed: the job followed failed or timed out on some host
+     13  job not run: the job followed did not run on some host (no agent, offline, cancelled)
     """
     connection = Connection(url=url, token=token, config_file=config_file, timeout=timeout)
     ctx.obj = connection
@@ -81,7 +84,8 @@ def main(ctx: click.Context, url: str | None, token: str | None, config_file: st
 main.add_command(hosts)
 main.add_command(groups)
 main.add_command(profiles)
-for command in (install, cancel, log, status, queue, power, bootdev, audit):
+for command in (install, cancel, log, status, queue, power, bootdev, audit, run, push, template, service, facts,
+                jobs, agents, files, handoff):
     main.add_command(command)
 
 

@@ -287,6 +287,24 @@ def worker(settings: Settings) -> None:
 
 
 @main.command()
+@click.option("--workers", type=click.IntRange(1, 64), help="gevent worker processes (default: setting "
+                                                            "agent_gateway_workers).")
+@click.pass_obj
+def gateway(settings: Settings, workers: int | None) -> None:
+    """Serve the agent endpoints over HTTPS at agent_listen (gunicorn with
+    gevent workers: parked long-polls are cheap). Makes provisiond's own CA
+    and certificate in data_dir/tls on first start unless agent_tls_* are
+    set. Refuses a database whose schema is not current."""
+    if not settings.agent_listen:
+        raise click.ClickException("agent_listen is empty: set it (e.g. 0.0.0.0:8443) to run the agent gateway")
+    _count_metrics(settings)
+    from provisiond.web.gateway import run as run_gateway
+
+    _ready(settings)
+    run_gateway(settings, workers or settings.agent_gateway_workers)
+
+
+@main.command()
 @click.pass_obj
 def netboot(settings: Settings) -> None:
     """Serve DHCP (per dhcp_mode) and TFTP for one boot segment, until SIGTERM.
@@ -302,9 +320,10 @@ def netboot(settings: Settings) -> None:
 @click.pass_obj
 def run_all(settings: Settings, http_host: str | None, http_port: int | None, workers: int | None) -> None:
     """Everything on this machine, for the quick start and small sites:
-    migrate the database, then run `serve`, `worker` and (when
-    netboot_address is set) `netboot` as child processes until SIGTERM or
-    Ctrl-C. If one of them stops, the others are stopped too."""
+    migrate the database, then run `serve`, `worker`, (when agent_listen is
+    set, as by default) `gateway` and (when netboot_address is set)
+    `netboot` as child processes until SIGTERM or Ctrl-C. If one of them
+    stops, the others are stopped too."""
     _count_metrics(settings)
     settings = _listening(settings, http_host, http_port)
     _ready(settings, migrate=True)
@@ -385,6 +404,8 @@ def _run_roles(settings: Settings, http_host: str | None, http_port: int | None,
         if value is not None:
             os.environ[f"PROVISIOND_{name}"] = str(value)
     roles = {"serve": [*base, "serve", *(["--workers", str(workers)] if workers else [])], "worker": [*base, "worker"]}
+    if settings.agent_listen:
+        roles["gateway"] = [*base, "gateway"]
     if settings.netboot_address:
         roles["netboot"] = [*base, "netboot"]
     else:

@@ -170,6 +170,9 @@ class Lifecycle:
             self._move(session, host, install, {HostState(host.state)}, HostState.ARMED, None, "armed",
                        f"install armed by {by}, profile {host.profile}{forced}; token valid until "
                        f"{install.expires_at:%Y-%m-%d %H:%M} UTC", now, hook="on-armed")
+        from provisiond.agents import registry
+
+        registry.revoke_for_hosts(session, [host.id for host in hosts], now, "the host was armed for a reinstall")
         return [Armed(host.serial, install.id, token, install.expires_at, host)
                 for host, install, token in zip(hosts, installs, tokens)]
 
@@ -367,6 +370,19 @@ class Lifecycle:
         _finish(install, "installed", now)
         power_queue.queue_after_install(session, host, install.id, now, self.power_bell)
         return True
+
+    # ------------------------------------------------------------- the hand-off
+
+    def handed_off(self, session: Session, host_id: int, serial: str, install_id: int | None, now: dt.datetime,
+                   message: str) -> None:
+        """The install's agent enrolled: INSTALLED → HANDED_OFF."""
+        self._set_state(session, host_id, serial, install_id, {HostState.INSTALLED}, HostState.HANDED_OFF, None,
+                        "handoff", message, now)
+
+    def ready(self, session: Session, host_id: int, serial: str, now: dt.datetime, message: str) -> None:
+        """Every hand-off job succeeded: HANDED_OFF → READY."""
+        self._set_state(session, host_id, serial, None, {HostState.HANDED_OFF}, HostState.READY, None, "handoff",
+                        message, now)
 
     def failed(self, session: Session, install: models.Install, message: str, now: dt.datetime) -> None:
         self._fail(session, install.host, install, "installer_error", f"installer reported failure: {message}", now)

@@ -1,4 +1,5 @@
-"""The reaper: fails installs past their deadline, freeing their slots.
+"""The reaper: fails installs past their deadline, freeing their slots, and
+ends job runs past their job's deadline.
 
 ``provisiond worker`` runs :class:`Reaper`; ``provisiond reap`` runs one
 pass (for cron). Passes are safe to run concurrently, in any number of
@@ -31,6 +32,16 @@ def reap_once(services: Services) -> list[str]:
     return reaped
 
 
+def expire_jobs(services: Services) -> int:
+    """End the job runs past their job's deadline (did not run, timed out)."""
+    from provisiond.actions.jobs import expire
+
+    ended = expire(services)
+    if ended:
+        log.info("%d job run(s) ended at their job's deadline (did not run or timed out)", ended)
+    return ended
+
+
 def prune_events(services: Services) -> int:
     """Delete the events older than ``event_retention_days`` (0: none)."""
     days = services.settings.event_retention_days
@@ -57,6 +68,7 @@ class Reaper(threading.Thread):
         while not self.stopping.wait(self.interval):
             try:
                 reap_once(self.services)
+                expire_jobs(self.services)
                 if time.monotonic() - pruned_at >= PRUNE_INTERVAL_SECONDS:
                     prune_events(self.services)
                     pruned_at = time.monotonic()

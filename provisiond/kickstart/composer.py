@@ -54,14 +54,21 @@ class InstallContext:
             "progress": f"{root}/progress",
             "done": f"{root}/done",
             "failed": f"{root}/failed",
+            "agent": f"{root}/agent",
+            "agent_download": f"{self.base_url.rstrip('/')}/agent/v1/provisiond-agent.pyz",
+            "agent_ca": f"{self.base_url.rstrip('/')}/agent/v1/ca.pem",
+            "agent_unit": f"{self.base_url.rstrip('/')}/agent/v1/provisiond-agent.service",
         }
 
 
 class Composer:
     def __init__(self, fragments_dirs: Path | Sequence[Path], profiles: ProfileStore,
-                 global_variables: Mapping[str, Any] | None = None) -> None:
+                 global_variables: Mapping[str, Any] | None = None, agent: Any = None) -> None:
         """``fragments_dirs``: where fragments are looked up, first match wins
-        (a site's directories, then the shipped one)."""
+        (a site's directories, then the shipped one). ``agent``: what the
+        ``post-agent`` fragment installs (``agent.sha256``;
+        an :class:`provisiond.agents.download.AgentBundle`)."""
+        self.agent = agent
         self.fragments_dirs = (fragments_dirs,) if isinstance(fragments_dirs, Path) else tuple(fragments_dirs)
         self.profiles = profiles
         self.global_variables = dict(global_variables or {})
@@ -100,9 +107,29 @@ class Composer:
         context: dict[str, Any] = dict(self.env.globals)
         context.update(self._merged(host, profile, one_off))
         context.update(host=host_context(host), profile=profile_context(profile),
-                       install={"token": install.token, **install.urls})
+                       install={"token": install.token, **install.urls}, agent=self.agent)
         parts = [self._render_fragment(name, context) for name in profile.fragments]
         return "".join(part if part.endswith("\n") else part + "\n" for part in parts if part.strip())
+
+    def render_text(self, host: HostRecord, source: str, one_off: Mapping[str, Any] | None = None,
+                    name: str = "template") -> str:
+        """A file's text rendered for ``host`` in the same sandbox, with the
+        same layered variables (``one_off``: the job's own, on top), and
+        ``host`` and ``profile`` as in fragments. A value is data: it is
+        never rendered again."""
+        profile = self._profile(host)
+        context: dict[str, Any] = dict(self.env.globals)
+        context.update(self._merged(host, profile, one_off))
+        context.update(host=host_context(host), profile=profile_context(profile))
+        try:
+            template = self.env.from_string(source)
+            return template.render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"syntax error: {exc.message}", fragment=name, line=exc.lineno) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"undefined variable: {exc.message}", fragment=name) from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(str(exc.message or exc), fragment=name) from None
 
     def _profile(self, host: HostRecord) -> Profile:
         try:

@@ -207,6 +207,7 @@ def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> 
         if not isinstance(merged[required], str):
             raise ProfileError(f"{path}: {required} must be a string")
     types = _types(merged.get("variable_types") or {}, variables, path)
+    _check_handoff(merged.get("handoff_jobs"), path)
     return Profile(
         name=name,
         description=str(merged.get("description") or ""),
@@ -224,6 +225,22 @@ def _resolve(key: _Key, raw: dict[str, list[_Raw]], chain: tuple[_Key, ...]) -> 
         source=str(path),
         chain=(str(path), *inherited),
     )
+
+
+def _check_handoff(jobs: Any, path: Path) -> None:
+    """Hand-off jobs are jobs like any other: each must pass the job checks."""
+    from provisiond.errors import ValidationError
+    from provisiond.jobs.types import check
+
+    if jobs is None:
+        return
+    if not isinstance(jobs, list):
+        raise ProfileError(f"{path}: handoff_jobs must be a list of jobs ({{type: ..., payload: {{...}}}})")
+    for number, job in enumerate(jobs, 1):
+        try:
+            check(job, 600)
+        except ValidationError as exc:
+            raise ProfileError(f"{path}: handoff_jobs[{number}]: {exc.message}") from None
 
 
 def _types(declared: Any, variables: Mapping[str, Any], path: Path) -> dict[str, VariableType]:

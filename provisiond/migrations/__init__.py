@@ -1,3 +1,3 @@
 """Alembic migrations. ``HEAD`` is the newest revision: bump it with each new one."""
 
-HEAD = "0012"
+HEAD = "0013"

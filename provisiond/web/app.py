@@ -11,7 +11,7 @@ from provisiond.config import Settings, load_settings
 from provisiond.errors import ProvisiondError
 from provisiond.services import Services
 from provisiond.web.proxies import TrustedProxies
-from provisiond.web import api, auth, boot, installer, ipxe, listeners, meta, metrics, power
+from provisiond.web import agent_api, api, auth, boot, installer, ipxe, jobs_api, listeners, meta, metrics, power
 
 log = logging.getLogger("provisiond.web")
 
@@ -31,6 +31,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(power.bp)
+    app.register_blueprint(jobs_api.bp)
+    app.register_blueprint(agent_api.bp)
     app.register_blueprint(installer.bp)
     app.register_blueprint(ipxe.bp)
     app.register_blueprint(boot.bp)

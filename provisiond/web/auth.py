@@ -37,6 +37,12 @@ PUBLIC_ENDPOINTS = frozenset({
     "boot.file",
     # The iPXE script per MAC: firmware holds no credential (as for TFTP).
     "ipxe.script",
+    # The agent program, its checksum and the CA certificate agents pin:
+    # an install's %post fetches them before it holds any credential.
+    "agent.download",
+    "agent.download_sha256",
+    "agent.ca_certificate",
+    "agent.unit",
 })
 
 F = TypeVar("F", bound=Callable[..., Any])

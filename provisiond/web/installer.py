@@ -142,3 +142,28 @@ def failed(token: str) -> Response:
         detail = _one_line(body.get("message") or body.get("reason") or "no detail", "message")
         call.svc.lifecycle.failed(call.session, call.install, detail, call.now)
     return _answer(200, "failure recorded")
+
+
+@bp.post("/agent")
+@self_authenticating
+def agent_config(token: str) -> Response:
+    """``%post`` asks for its agent's configuration: the gateway's URL, the
+    CA fingerprint the agent pins, and a new one-time enrollment ticket
+    (good from ``done`` for enrollment_window_seconds). Only while the
+    install holds its slot, from the installer's own address."""
+    from provisiond import tls
+    from provisiond.agents import tickets
+    from provisiond.errors import Conflict
+
+    with _install_call(token) as call:
+        json_body(_limit(), required=False)
+        state = call.install.host.state
+        if state != "installing":
+            raise Conflict(f"the agent's configuration is handed out while the install runs; the host is {state}")
+        ticket = tickets.issue(call.session, call.install, call.now)
+        settings = call.svc.settings
+        fingerprint = tls.ensure(settings).ca_fingerprint
+    response = jsonify({"server_url": settings.agent_public_url, "ca_fingerprint": fingerprint, "ticket": ticket,
+                        "ca_file": "/etc/provisiond-agent/ca.pem", "state_dir": "/var/lib/provisiond-agent"})
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -24,7 +24,10 @@ from provisiond.errors import NotFound
 
 #: The blueprints and endpoints a machine being installed calls.
 BOOT_BLUEPRINTS = frozenset({"boot", "ipxe", "installer"})
-BOTH = frozenset({"meta.health", "meta.ready"})
+#: Served on every listener: the probes, and what an install's %post fetches
+#: for its agent (public files).
+BOTH = frozenset({"meta.health", "meta.ready", "agent.download", "agent.download_sha256", "agent.ca_certificate",
+                  "agent.unit"})
 
 
 def split_address(listen: str) -> tuple[str, int]:

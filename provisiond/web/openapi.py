@@ -118,6 +118,34 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/audit": {"get": _op("The audit trail, newest first", params=(
         "principal", "host", "action", "auditsince", "until", "limit", "before"))},
     "/api/v1/status": {"get": _op("Hosts per install state, the cap and slots in use")},
+    "/api/v1/agents": {"get": _op("Agents: pending, accepted, rejected, denied, revoked; online or not",
+                                  params=("agentstate",))},
+    "/api/v1/agents/{agent_id}/accept": {"post": _op("Accept an agent for its host (body: {host: SN} when its "
+                                                     "serial number is no host's)", body="application/json",
+                                                     params=("agent_id",))},
+    "/api/v1/agents/{agent_id}/reject": {"post": _op("Reject an agent", params=("agent_id",))},
+    "/api/v1/agents/{agent_id}": {"delete": _op("Forget an agent: its credential is refused from now on",
+                                                ok="204", params=("agent_id",))},
+    "/api/v1/hosts/{serial}/facts": {"get": _op("The facts the host's agent reported", params=("serial",))},
+    "/api/v1/hosts/{serial}/handoff/retry": {"post": _op("Run a handed-off host's hand-off jobs again",
+                                                         params=("serial",))},
+    "/api/v1/jobs": {
+        "post": _op("Run a job (body: {type: script|service|file|template|facts, payload, timeout_seconds, "
+                    "targets: [serial | hostname glob | group | all]})", ok="201", body="application/json"),
+        "get": _op("Jobs, newest first, with their runs' states counted", params=("limit",)),
+    },
+    "/api/v1/jobs/{job_id}": {"get": _op("A job and each host's run (with output=true, their output)",
+                                         params=("job_id", "output", "runstate"))},
+    "/api/v1/jobs/{job_id}/cancel": {"post": _op("Cancel a job's runs that have not ended", params=("job_id",))},
+    "/api/v1/jobs/{job_id}/rerun": {"post": _op("The same job again (body: {failed: true}: only on hosts whose "
+                                                "run did not succeed)", ok="201", body="application/json",
+                                                params=("job_id",))},
+    "/api/v1/files": {"get": _op("The file store: names, sizes, checksums")},
+    "/api/v1/files/{name}": {
+        "put": _op("Store a file (the body; replace=true to replace one)", ok="201",
+                   body="application/octet-stream", params=("filename_path", "replace")),
+        "delete": _op("Remove a stored file", ok="204", params=("filename_path",)),
+    },
     "/boot/{name}": {"get": _BOOT_FILE},
     "/boot/ipxe/{mac}": {"get": _op("The iPXE boot script for a MAC: installer for an armed host, else exit "
                                     "(public; firmware has no credential)", params=("mac",), public=True,
@@ -164,6 +192,13 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "auditsince": _query("since", "from this time (ISO 8601)"),
     "until": _query("until", "before this time (ISO 8601)"),
     "before": _query("before", "entries older than this entry id", {"type": "integer", "minimum": 1}),
+    "agent_id": _path("agent_id", "an agent's id"),
+    "agentstate": _query("state", "only agents in this state"),
+    "job_id": _path("job_id", "a job's id"),
+    "output": _query("output", "true to include each host's output", {"type": "boolean"}),
+    "runstate": _query("state", "only runs in this state"),
+    "filename_path": _path("name", "the stored file's name"),
+    "replace": _query("replace", "true to replace a stored file of that name", {"type": "boolean"}),
 }
 
 

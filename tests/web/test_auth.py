@@ -18,11 +18,16 @@ ALLOWED_WITHOUT_ADMIN_TOKEN = {
     "boot.file": "installers fetch kernels and initrds without an admin token",
     "ipxe.script": "iPXE firmware fetches its boot script without a credential",
     "static": "Flask's static files (none are shipped)",
+    "agent.download": "an install's %post fetches the agent program before it holds any credential",
+    "agent.download_sha256": "the agent program's checksum, public as the program is",
+    "agent.ca_certificate": "the CA agents pin: a public certificate",
+    "agent.unit": "the agent's systemd unit, fetched by %post with the program",
 }
 
 
 def _example_url(rule) -> str:
-    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: f"x-{m.group(1)}", rule.rule)
+    url = re.sub(r"<int:([^>]+)>", "1", rule.rule)
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: f"x-{m.group(1)}", url)
 
 
 def _routes(app):
@@ -52,10 +57,12 @@ def test_every_other_route_denies_without_a_token(app, client):
     assert checked >= 15
 
 
-def test_self_authenticating_views_are_only_installer_views(app):
+def test_self_authenticating_views_are_only_installer_and_agent_views(app):
+    """Installer views check the install token; agent views the agent's
+    credential (tests/agents)."""
     for rule in app.url_map.iter_rules():
         if getattr(app.view_functions[rule.endpoint], "_provisiond_self_auth", False):
-            assert rule.endpoint.startswith("installer."), rule.endpoint
+            assert rule.endpoint.startswith(("installer.", "agent.")), rule.endpoint
 
 
 def test_valid_token_is_accepted(client, auth):
