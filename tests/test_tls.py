@@ -108,6 +108,7 @@ def test_a_second_call_reuses_the_files_untouched(tmp_path, caplog):
     settings = settings_for(tmp_path, agent_server_names=["gw.example.com"])
     first = tls.ensure(settings)
     before = snapshot(first.ca_cert.parent)
+    caplog.clear()  # the first call's records, when an earlier test left provisiond logging at INFO
     with caplog.at_level(logging.INFO, logger="provisiond.tls"):
         second = tls.ensure(settings_for(tmp_path, agent_server_names=["gw.example.com"]))
     assert second == first
@@ -118,6 +119,7 @@ def test_a_second_call_reuses_the_files_untouched(tmp_path, caplog):
 def test_a_new_server_name_reissues_the_certificate_from_the_same_ca(tmp_path, caplog):
     first = tls.ensure(settings_for(tmp_path, agent_server_names=["gw.example.com"]))
     before = snapshot(first.ca_cert.parent)
+    caplog.clear()  # as above: only the second call's records count
     with caplog.at_level(logging.INFO, logger="provisiond.tls"):
         second = tls.ensure(settings_for(tmp_path, agent_server_names=["gw.example.com", "gw2.example.com",
                                                                        "192.0.2.7"]))

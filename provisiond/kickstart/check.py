@@ -20,12 +20,8 @@ from sqlalchemy.orm import Session
 
 from provisiond.errors import ConfigError, ProvisiondError
 from provisiond.inventory import hosts as host_store
-from provisiond.kickstart.composer import FRAGMENT_SUFFIX, Composer, InstallContext
+from provisiond.kickstart.composer import CONTEXT_NAMES, FRAGMENT_SUFFIX, Composer, InstallContext
 from provisiond.kickstart.profiles import ProfileStore
-
-#: Names every fragment sees without a profile declaring them.
-CONTEXT_NAMES = frozenset({"host", "profile", "install"})
-
 
 @dataclass(frozen=True)
 class Failure:

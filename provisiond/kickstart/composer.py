@@ -61,6 +61,12 @@ class InstallContext:
         }
 
 
+#: Names every fragment sees without a profile declaring them: the
+#: host's record, its profile, the installer's callback URLs and the agent
+#: bundle the ``post-agent`` fragment installs (see :meth:`Composer.render`).
+CONTEXT_NAMES = frozenset({"host", "profile", "install", "agent"})
+
+
 class Composer:
     def __init__(self, fragments_dirs: Path | Sequence[Path], profiles: ProfileStore,
                  global_variables: Mapping[str, Any] | None = None, agent: Any = None) -> None:

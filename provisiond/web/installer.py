@@ -160,8 +160,11 @@ def agent_config(token: str) -> Response:
         state = call.install.host.state
         if state != "installing":
             raise Conflict(f"the agent's configuration is handed out while the install runs; the host is {state}")
-        ticket = tickets.issue(call.session, call.install, call.now)
         settings = call.svc.settings
+        if not settings.agent_public_url:
+            raise Conflict("no agent gateway to hand the host to: agent_listen and agent_public_url are both "
+                           "empty (set one, or drop post-agent from the profile)")
+        ticket = tickets.issue(call.session, call.install, call.now)
         fingerprint = tls.ensure(settings).ca_fingerprint
     response = jsonify({"server_url": settings.agent_public_url, "ca_fingerprint": fingerprint, "ticket": ticket,
                         "ca_file": "/etc/provisiond-agent/ca.pem", "state_dir": "/var/lib/provisiond-agent"})

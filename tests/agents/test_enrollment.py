@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from provisiond import models
 from tests.agents.conftest import SN, AgentCalls, host_state, new_credential, timeline
+from tests.conftest import matching_report
 
 
 def test_the_install_ticket_hands_the_host_to_its_agent(client, auth, installed, services):
@@ -83,6 +84,31 @@ def test_the_agent_configuration_only_while_the_install_runs(client, auth, demo_
     token = arm(SN)
     assert client.post(f"/install/{token}/agent").status_code == 409
     assert client.post("/install/not-a-token/agent").status_code == 404
+
+
+def test_no_agent_configuration_without_a_gateway(settings, demo_data, arm):
+    """No gateway (agent_listen and agent_public_url empty): 409 saying so,
+    not a configuration that points the agent nowhere; no ticket is made."""
+    from dataclasses import replace
+
+    from provisiond.services import Services
+    from provisiond.web.app import build_app
+
+    services = Services.build(replace(settings, agent_listen="", agent_public_url=""))
+    try:
+        client = build_app(services=services).test_client()
+        token = arm(SN)
+        base = f"/install/{token}"
+        assert client.get(f"{base}/ks").status_code == 200
+        assert client.post(f"{base}/pre-report", json=matching_report(SN)).status_code == 200
+        assert client.post(f"{base}/slot").status_code == 200
+        answer = client.post(f"{base}/agent")
+        assert answer.status_code == 409
+        assert "no agent gateway to hand the host to" in answer.get_json()["message"]
+        with services.db.read() as session:
+            assert session.scalars(select(models.EnrollmentTicket)).all() == []
+    finally:
+        services.db.dispose()
 
 
 def test_without_a_ticket_an_agent_waits_for_an_operator(client, auth, installed, services):

@@ -87,6 +87,9 @@ def test_install_runs_once_then_the_machine_boots_locally(e2e: E2ELab, client: A
     assert "provisiond: install slot granted" in console, console
     assert f"provisiond-installer: installed: PROVISIOND-INSTALLED serial={vm.serial} " in console, console
     assert "provisiond-installer: running %post script" in console, console
+    # post-agent fetched the program, its CA, a configuration with a ticket and the unit from provisiond
+    assert "provisiond: provisiond-agent installed; it enrolls on the first boot" in console, console
+    assert "exited with status" not in console, console  # every %post section succeeded
     assert "provisiond-installer: installation complete" in console, console
     assert "provisiond-installer: rebooting" in console, console
     assert "installation halted" not in console, console

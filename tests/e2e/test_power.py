@@ -237,7 +237,11 @@ def test_a_cap_of_one_installs_three_machines_one_after_another(
     order = sorted(installs, key=lambda s: utc(installs[s]["slot_granted_at"]))
     for first, then in zip(order, order[1:]):
         assert utc(installs[first]["finished_at"]) <= utc(installs[then]["slot_granted_at"]), installs
-    assert order == sorted(installs, key=lambda s: utc(installs[s]["queued_at"])), installs
+    # FIFO among those that waited. The first one was granted on arrival: a rival arriving in the same
+    # millisecond may carry an earlier queued_at (its request's time) yet was not queued when the grant
+    # was decided, so it does not count as jumped.
+    times = {s: (installs[s]["queued_at"], installs[s]["slot_granted_at"]) for s in order}
+    assert order[1:] == sorted(order[1:], key=lambda s: utc(installs[s]["queued_at"])), times
     # The second and the third waited, with the server's 429 answers on their consoles.
     for serial in order[1:]:
         retries = RETRY_LINE.findall(consoles[serial])

@@ -15,15 +15,20 @@ import requests
 from tests.conftest import LiveServer, install_token, require
 
 MAC = "00:26:b9:35:e9:aa"
+GATEWAY = "https://gateway.provisiond.test:8443"  # where the installed agent is told to go
 
 
 def sections(kickstart: str) -> dict[str, str]:
     """``{"pre": body, "post": body, "onerror": body}`` of a kickstart: the
-    first section of each kind; a second %pre (bmc-network) is ``pre2``."""
+    first section of each kind; a second %pre (bmc-network) is ``pre2``; the
+    %post that installs provisiond-agent (post-agent) is ``agent``."""
     found: dict[str, str] = {}
-    for match in re.finditer(r"^%(pre|post|onerror)\b[^\n]*\n(.*?)^%end$", kickstart, re.M | re.S):
-        kind = match.group(1)
-        found[kind if kind not in found else f"{kind}2"] = match.group(2)
+    for match in re.finditer(r"^%(pre|post|onerror)\b([^\n]*)\n(.*?)^%end$", kickstart, re.M | re.S):
+        kind, header, body = match.groups()
+        if "provisiond-agent" in header:
+            found["agent"] = body
+            continue
+        found[kind if kind not in found else f"{kind}2"] = body
     return found
 
 
@@ -89,8 +94,30 @@ def machine(tmp_path: Path):
         output, _ = process.communicate(timeout=timeout)
         return subprocess.CompletedProcess(process.args, process.returncode, output, output)
 
+    target = tmp_path / "target"  # what a %post wrote under /etc, /usr/local and /var/lib, copied out
+
+    def run_on_target(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a %post as on the installed system: /etc, /usr/local and
+        /var/lib are overlays (this machine's below, a tmpfs above) so the
+        section writes where it would and this machine is left as it was;
+        what it wrote is copied to ``target``. ``/root`` too (--log)."""
+        overlays = ("etc", "usr/local", "var/lib", "root")
+        mounts = " && ".join(
+            f"mkdir -p /run/pvd-target/upper/{d} /run/pvd-target/work/{d} && "
+            f"mount -t overlay overlay -o lowerdir=/{d},upperdir=/run/pvd-target/upper/{d},"
+            f"workdir=/run/pvd-target/work/{d} /{d}" for d in overlays)
+        section = (f"mount -t tmpfs none /run && {mounts} && "
+                   f"{{ sh {installer_tmp}/section.sh; rc=$?; cp -a /run/pvd-target/upper/. {target}/; exit $rc; }}")
+        (installer_tmp / "section.sh").write_text(script)
+        target.mkdir(exist_ok=True)
+        done = subprocess.run(["unshare", "--mount", "sh", "-c", section], capture_output=True, text=True,
+                              timeout=timeout)
+        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout + done.stderr, done.stderr)
+
     describe.start = start  # type: ignore[attr-defined]
     describe.tmp = installer_tmp  # type: ignore[attr-defined]  (what the sections see as /tmp)
+    describe.on_target = run_on_target  # type: ignore[attr-defined]
+    describe.target = target  # type: ignore[attr-defined]
     return describe, run
 
 
@@ -120,7 +147,8 @@ def server(settings, services, client, demo_data, auth):
     # cpus: what this machine's /proc/cpuinfo says, so the check passes; memory is learned.
     cpus = sum(1 for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor"))
     client.patch("/api/v1/hosts/712DM2Y", json={"hardware": {"cpus": cpus, "memory_mib": None}}, headers=auth)
-    live = LiveServer(settings, PROVISIOND_INSTALL_CAP="1", PROVISIOND_SLOT_RETRY_SECONDS="1")
+    live = LiveServer(settings, PROVISIOND_INSTALL_CAP="1", PROVISIOND_SLOT_RETRY_SECONDS="1",
+                      PROVISIOND_AGENT_PUBLIC_URL=GATEWAY)
     yield live
     live.stop()
 
@@ -129,7 +157,8 @@ def test_pre_and_post_run_the_whole_install(server, services, auth, machine):
     describe, run = machine
     describe("712DM2Y", dimms_mib=(32768, 0, 16384, 512))
     token, parts = fetch_kickstart(server, services, auth)
-    assert set(parts) == {"pre", "pre2", "post", "onerror"}  # pre2: bmc-network (the demo site sets bmc_netmask)
+    # pre2: bmc-network (the demo site sets bmc_netmask); agent: post-agent, before post-done
+    assert set(parts) == {"pre", "pre2", "agent", "post", "onerror"}
     pre = run(parts["pre"])
     assert pre.returncode == 0, pre.stdout + pre.stderr
     assert "provisiond: reporting hardware: serial 712DM2Y" in pre.stdout
@@ -138,9 +167,36 @@ def test_pre_and_post_run_the_whole_install(server, services, auth, machine):
     assert state(server, auth) == ("installing", None)
     host = requests.get(f"{server.url}/api/v1/hosts/712DM2Y", headers=auth).json()
     assert host["hardware"]["memory_mib"] == 32768 + 16384 + 512  # learned: what the firmware lists
+    agent = describe.on_target(parts["agent"])
+    assert agent.returncode == 0, agent.stdout
+    assert "provisiond: provisiond-agent installed; it enrolls on the first boot" in agent.stdout
+    installed_agent(describe.target, server, services)
     post = run(parts["post"])
     assert post.returncode == 0, post.stderr
     assert state(server, auth) == ("installed", None)
+
+
+def installed_agent(target: Path, server: LiveServer, services) -> None:
+    """What post-agent leaves on the new system: the program provisiond
+    serves, the CA it pins, its configuration with a ticket, the unit, enabled."""
+    import hashlib
+    import json
+
+    program = target / "usr/local/bin/provisiond-agent"
+    served = requests.get(f"{server.url}/agent/v1/provisiond-agent.pyz").content
+    assert program.read_bytes() == served and program.stat().st_mode & 0o777 == 0o755
+    assert requests.get(f"{server.url}/agent/v1/provisiond-agent.pyz.sha256").text.split()[0] == \
+        hashlib.sha256(served).hexdigest()
+    assert (target / "etc/provisiond-agent/ca.pem").read_text() == requests.get(f"{server.url}/agent/v1/ca.pem").text
+    config_file = target / "etc/provisiond-agent/agent.json"
+    assert config_file.stat().st_mode & 0o777 == 0o600  # it holds the ticket
+    config = json.loads(config_file.read_text())
+    assert config["ticket"].startswith("pvt_") and config["server_url"] == GATEWAY
+    assert config["ca_fingerprint"] and config["state_dir"] == "/var/lib/provisiond-agent"
+    unit = target / "etc/systemd/system/provisiond-agent.service"
+    assert unit.read_text() == requests.get(f"{server.url}/agent/v1/provisiond-agent.service").text
+    wanted = target / "etc/systemd/system/multi-user.target.wants/provisiond-agent.service"
+    assert wanted.is_symlink() and wanted.resolve().name == "provisiond-agent.service"
 
 
 def test_pre_halts_on_a_hardware_mismatch_and_says_why(server, services, auth, machine):
@@ -313,3 +369,21 @@ def test_onerror_after_a_hardware_mismatch_says_so_and_calls_nobody(server, serv
                                       "timeline (provctl log)")
     assert requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"] == before
     assert state(server, auth) == ("failed", "hw_mismatch")
+
+
+def test_a_failed_agent_step_is_said_on_the_console_and_the_timeline(server, services, auth, machine):
+    """post-agent run before %pre took a slot: provisiond refuses the
+    agent's configuration (409); the section says which step failed and why,
+    on the console and the host's timeline, and leaves no configuration."""
+    describe, run = machine
+    describe("712DM2Y")
+    _token, parts = fetch_kickstart(server, services, auth)
+    agent = describe.on_target(parts["agent"])
+    assert agent.returncode == 1, agent.stdout
+    said = ("provisiond-agent not installed: provisiond refused the agent's configuration (HTTP 409): "
+            "the agent's configuration is handed out while the install runs; the host is booting")
+    assert f"provisiond: {said}\n" in agent.stdout
+    events = requests.get(f"{server.url}/api/v1/hosts/712DM2Y/events", headers=auth).json()["events"]
+    assert events[-1]["message"] == said
+    assert not (describe.target / "etc/provisiond-agent/agent.json").exists()
+    assert (describe.target / "usr/local/bin/provisiond-agent").exists()  # the steps before it were done

@@ -96,6 +96,7 @@ class Server:
             "PROVISIOND_HTTP_PORT": "8080",
             "PROVISIOND_HTTP_WORKERS": "2",
             "PROVISIOND_PUBLIC_URL": PUBLIC_URL,
+            "PROVISIOND_AGENT_LISTEN": f"{ADDRESS}:8443",  # the gateway the installed hosts' agents enroll with
             "PROVISIOND_PXELINUX_DIR": str(self.boot_root),
             "PROVISIOND_PROFILES_DIR": str(profiles),
             "PROVISIOND_LOG_LEVEL": "INFO",
