@@ -70,6 +70,7 @@ class Kind(str, enum.Enum):
     AGENT = "agent"  # an agent enrolled, was accepted, rejected, denied, revoked
     HANDOFF = "handoff"  # the host went to its agent, and its hand-off jobs' outcome
     JOB = "job"  # a job's result on the host
+    FACTS = "facts"  # the host's first facts, and what changed in them since
 
     def __str__(self) -> str:
         return self.value

@@ -18,14 +18,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import set_committed_value
 
-from provisiond import models
+from provisiond import events, models
 from provisiond.actions.audit import audited, authorize
-from provisiond.actions.principal import Principal, Role
+from provisiond.actions.principal import SYSTEM, Principal, Role
 from provisiond.agent import protocol
-from provisiond.agents import registry, tickets
+from provisiond.agents import facts, registry, tickets
 from provisiond.errors import Forbidden, NotFound, Unauthorized, ValidationError
 from provisiond.inventory import hosts as host_store
 from provisiond.jobs import files, handoff, store
+from provisiond.jobs.types import check
 from provisiond.models import utcnow
 from provisiond.services import Services
 
@@ -184,13 +185,49 @@ def _after_result(svc: Services, session: Any, recorded: store.Recorded, agent: 
     run, job = recorded.run, recorded.job
     if job.type == "facts" and run.state == "succeeded":
         try:
-            facts = json.loads(run.output)
+            reported = json.loads(run.output)
         except ValueError:
-            facts = None
-        if isinstance(facts, dict):
-            row = session.get(models.Agent, agent.id)
-            row.facts, row.facts_at = facts, now
+            reported = None
+        if isinstance(reported, dict):
+            _record_facts(session, agent, run.host_id, reported, now)
     handoff.after(session, svc, run, job, now)
+
+
+def _record_facts(session: Any, agent: registry.AgentRef, host_id: int, reported: dict[str, Any],
+                  now: dt.datetime) -> None:
+    """Store the facts; the first report and any change are on the timeline."""
+    before = registry.record_facts(session, agent.id, reported, now)
+    said = facts.changes(before, reported) if before else [facts.first(reported)]
+    if said:
+        message = ("facts changed: " if before else "") + "; ".join(said)
+        events.write(session, [events.line(events.Kind.FACTS, message[:1000], host_id=host_id,
+                                           data={"agent": agent.id}, time=now)])
+
+
+def refresh_facts(svc: Services) -> int:
+    """The worker's sweep: one facts job for the accepted agents whose facts
+    are older than ``facts_interval_seconds`` (0: never refreshed). Returns
+    how many hosts it asked."""
+    interval = svc.settings.facts_interval_seconds
+    if not interval:
+        return 0
+    now = utcnow()
+    with svc.db.read() as session:
+        if not facts.due(session, now, interval, ONLINE_SECONDS):
+            return 0
+    with audited(svc, SYSTEM, "jobs.facts", Role.OPERATOR, []) as act:
+        with svc.db.write() as session:
+            chosen = facts.due(session, now, interval, ONLINE_SECONDS)  # again, in the transaction that queues them
+            if not chosen:
+                act.done(session, "no host due a facts refresh")
+                return 0
+            spec = check({"type": "facts"}, svc.settings.job_timeout_seconds)
+            job = store.create(session, spec, chosen, by="provisiond (facts refresh)", now=now,
+                               deadline_seconds=svc.settings.job_deadline_seconds, purpose="facts",
+                               bell=svc.jobs_bell)
+            act.done(session, f"job {job.id}: facts refresh on {len(chosen)} host(s)",
+                     targets=[t.serial for t in chosen], data={"job": job.id})
+            return len(chosen)
 
 
 # ---------------------------------------------------------------- the operator's decisions
@@ -244,7 +281,7 @@ def delete(svc: Services, who: Principal, agent_id: int) -> None:
             act.done(session, f"{registry.describe(agent)} deleted")
 
 
-def facts(svc: Services, who: Principal, serial: str) -> dict[str, Any]:
+def host_facts(svc: Services, who: Principal, serial: str) -> dict[str, Any]:
     authorize(who, Role.VIEWER, "hosts.facts")
     with svc.db.read() as session:
         host = host_store.get_host(session, serial)

@@ -13,17 +13,19 @@ from provisiond.actions.audit import audited
 from provisiond.actions.principal import Principal, Role
 from provisiond.inventory import groups as group_store
 from provisiond.inventory.patch import merge_patch
+from provisiond.kickstart import secrets
 from provisiond.kickstart.guard import changed
 from provisiond.services import Services
 
 
 def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> dict[str, Any]:
     with audited(svc, who, "groups.create", Role.ADMIN, [str(document.get("name", ""))]) as act:
-        spec = group_store.parse_group(document)
+        secret = secrets.names(svc.profiles)
+        spec = group_store.parse_group(secrets.unmasked(document, {}, secret))
         with svc.db.write() as session:
             group = group_store.create_group(session, spec)
             act.done(session, f"group {spec.name} added")
-            return group_store.group_to_dict(group, 0)
+            return group_store.group_to_dict(group, 0, secret)
 
 
 def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,7 +33,9 @@ def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> 
     with audited(svc, who, "groups.edit", Role.ADMIN, [name]) as act, svc.db.write() as session:
         group = group_store.get_group(session, name)
         old_variables = dict(group.variables)
-        spec = group_store.parse_group(merge_patch(group_store.group_to_dict(group), patch))
+        secret = secrets.names(svc.profiles)
+        merged = merge_patch(group_store.group_to_dict(group), patch)
+        spec = group_store.parse_group(secrets.unmasked(merged, old_variables, secret))
         members = svc.guard.members(session, [group.id])
         before = svc.guard.variables(session, members)
         group = group_store.update_group(session, name, spec)
@@ -39,10 +43,11 @@ def edit(svc: Services, who: Principal, name: str, patch: Mapping[str, Any]) -> 
         svc.guard.check_layer(session, changed(old_variables, spec.variables), members)
         svc.guard.check(session, before, members)
         act.done(session, f"group {name} edited: {', '.join(sorted(patch))}")
-        return group_store.group_to_dict(group, len(members))
+        return group_store.group_to_dict(group, len(members), secret)
 
 
 def delete(svc: Services, who: Principal, name: str) -> None:
     with audited(svc, who, "groups.delete", Role.ADMIN, [name]) as act, svc.db.write() as session:
         group_store.delete_group(session, name)
         act.done(session, f"group {name} deleted")
+

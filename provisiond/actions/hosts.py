@@ -6,12 +6,14 @@ template variable its profile refuses (:mod:`provisiond.kickstart.guard`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from provisiond.actions.audit import Audited, audited, authorize
 from provisiond.actions.principal import Principal, Role
-from provisiond.errors import Conflict
+from provisiond.errors import Conflict, NotFound
 from provisiond.install import lifecycle
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
@@ -20,12 +22,14 @@ from provisiond.inventory.patch import patch_host
 from provisiond.inventory.records import HostRecord
 from provisiond.inventory.schema import host_to_dict, parse_host
 from provisiond.inventory.transfer import ParsedImport, parse_import
+from provisiond.kickstart import secrets
 from provisiond.kickstart.guard import VariableRefused, changed
 from provisiond.services import Services
 
 
 def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> HostRecord:
     with audited(svc, who, "hosts.create", Role.OPERATOR, [str(document.get("serial", ""))]) as act:
+        document = secrets.unmasked(document, {}, secrets.names(svc.profiles))
         spec, password = parse_host(document, svc.profiles.names())
         with svc.db.write() as session:
             host = host_store.create_host(session, spec, password, svc.vault)
@@ -37,8 +41,10 @@ def create(svc: Services, who: Principal, document: Mapping[str, Any]) -> HostRe
 def replace(svc: Services, who: Principal, serial: str, document: Mapping[str, Any]) -> HostRecord:
     """PUT: the whole document (the BMC password kept unless it names one)."""
     with audited(svc, who, "hosts.replace", Role.OPERATOR, [serial]) as act:
-        spec, password = parse_host({"serial": serial, **document}, svc.profiles.names())
         with svc.db.write() as session:
+            stored = host_store.load_record(session, serial).variables
+            document = secrets.unmasked(document, stored, secrets.names(svc.profiles))
+            spec, password = parse_host({"serial": serial, **document}, svc.profiles.names())
             host = host_store.get_host(session, serial)
             before = svc.guard.variables(session, [host.id])
             host = host_store.update_host(session, serial, spec, password, svc.vault)
@@ -55,7 +61,8 @@ def edit(svc: Services, who: Principal, serial: str, patch: Mapping[str, Any]) -
             current = host_to_dict(host_store.load_record(session, serial))
             if current["bmc"]:
                 current["bmc"].pop("password_set")
-            spec, password = parse_host(patch_host(current, patch), svc.profiles.names())
+            merged = secrets.unmasked(patch_host(current, patch), current["variables"], secrets.names(svc.profiles))
+            spec, password = parse_host(merged, svc.profiles.names())
             host = host_store.get_host(session, serial)
             before = svc.guard.variables(session, [host.id])
             host = host_store.update_host(session, serial, spec, password, svc.vault)
@@ -97,6 +104,7 @@ def _import(svc: Services, who: Principal, act: Audited, parsed: ParsedImport, f
         authorize(who, Role.ADMIN, "an import that defines groups")
     act.targets = [row.spec.serial for row in parsed.hosts]
     with svc.db.write() as session:
+        parsed = _keep_masked_secrets(session, parsed, secrets.names(svc.profiles))
         existing = host_store.existing_ids(session, [row.spec.serial for row in parsed.hosts])
         groups = [group_store.existing_id(session, group.name) for group in parsed.groups]
         touched = [*existing, *svc.guard.members(session, [g for g in groups if g is not None])]
@@ -120,3 +128,28 @@ def _import(svc: Services, who: Principal, act: Audited, parsed: ParsedImport, f
         act.done(session, f"import of {filename}: {result.created} created, {result.updated} updated, "
                           f"{len(parsed.groups)} group(s)", data={"groups": [g.name for g in parsed.groups]})
     return {"created": result.created, "updated": result.updated, "groups": len(parsed.groups)}
+
+
+def _keep_masked_secrets(session: Any, parsed: ParsedImport, secret: frozenset[str]) -> ParsedImport:
+    """An export imported again: its masked secrets keep the stored values
+    (a new host's are left unset; a group's likewise)."""
+    if not secret:
+        return parsed
+    rows = []
+    for row in parsed.hosts:
+        if secrets.MASK in row.spec.variables.values():
+            try:
+                stored: Mapping[str, Any] = host_store.load_record(session, row.spec.serial).variables
+            except NotFound:
+                stored = {}
+            kept = MappingProxyType(secrets.keep_masked(row.spec.variables, stored, secret))
+            row = dataclasses.replace(row, spec=dataclasses.replace(row.spec, variables=kept))
+        rows.append(row)
+    groups = []
+    for group in parsed.groups:
+        if secrets.MASK in group.variables.values():
+            found = group_store.find(session, group.name)
+            group = dataclasses.replace(group, variables=secrets.keep_masked(
+                group.variables, dict(found.variables) if found is not None else {}, secret))
+        groups.append(group)
+    return ParsedImport(groups, rows)

@@ -238,6 +238,14 @@ def touch(session: Session, agent: AgentRef, now: dt.datetime, address: str | No
                         .values(last_seen_at=now, address=address))
 
 
+def record_facts(session: Session, agent_id: int, facts: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The agent's new facts; returns the ones they replace ({} for none)."""
+    row = session.get(models.Agent, agent_id)
+    before = dict(row.facts or {})
+    row.facts, row.facts_at = facts, now
+    return before
+
+
 def to_dict(agent: models.Agent, serial: str | None, now: dt.datetime, online_seconds: float) -> dict[str, Any]:
     online = agent.last_seen_at is not None and (now - agent.last_seen_at).total_seconds() <= online_seconds
     return {"id": agent.id, "state": agent.state, "host": serial, "hostname": agent.hostname,

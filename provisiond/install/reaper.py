@@ -1,5 +1,6 @@
-"""The reaper: fails installs past their deadline, freeing their slots, and
-ends job runs past their job's deadline.
+"""The reaper: fails installs past their deadline, freeing their slots,
+ends job runs past their job's deadline, and asks agents for fresh facts
+when theirs are older than ``facts_interval_seconds``.
 
 ``provisiond worker`` runs :class:`Reaper`; ``provisiond reap`` runs one
 pass (for cron). Passes are safe to run concurrently, in any number of
@@ -42,6 +43,18 @@ def expire_jobs(services: Services) -> int:
     return ended
 
 
+def refresh_facts(services: Services) -> int:
+    """Queue a facts job for the hosts whose facts are older than
+    ``facts_interval_seconds``."""
+    from provisiond.actions.agents import refresh_facts as queue
+
+    asked = queue(services)
+    if asked:
+        log.info("asked %d host(s) for fresh facts (facts_interval_seconds %d)", asked,
+                 services.settings.facts_interval_seconds)
+    return asked
+
+
 def prune_events(services: Services) -> int:
     """Delete the events older than ``event_retention_days`` (0: none)."""
     days = services.settings.event_retention_days
@@ -69,6 +82,7 @@ class Reaper(threading.Thread):
             try:
                 reap_once(self.services)
                 expire_jobs(self.services)
+                refresh_facts(self.services)
                 if time.monotonic() - pruned_at >= PRUNE_INTERVAL_SECONDS:
                     prune_events(self.services)
                     pruned_at = time.monotonic()

@@ -42,12 +42,16 @@ def parse_group(data: Mapping[str, Any]) -> GroupSpec:
     )
 
 
-def group_to_dict(group: models.Group, host_count: int | None = None) -> dict[str, Any]:
+def group_to_dict(group: models.Group, host_count: int | None = None,
+                  secret: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The group as answers show it (``secret``: variable names masked)."""
+    from provisiond.kickstart.secrets import redact
+
     body: dict[str, Any] = {
         "name": group.name,
         "description": group.description,
         "priority": group.priority,
-        "variables": dict(group.variables),
+        "variables": redact(group.variables, secret),
         "install_cap": group.install_cap,
     }
     if host_count is not None:

@@ -283,8 +283,10 @@ def _bmc_address(value: Any) -> str:
     return str(address)
 
 
-def host_to_dict(record: HostRecord) -> dict[str, Any]:
-    """The output document: never carries the BMC password, only whether one is set."""
+def host_to_dict(record: HostRecord, secret: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The output document: never carries the BMC password, only whether one
+    is set; the variables named in ``secret`` are masked
+    (:mod:`provisiond.kickstart.secrets`)."""
     bmc = None
     if record.bmc is not None:
         bmc = {
@@ -320,7 +322,13 @@ def host_to_dict(record: HostRecord) -> dict[str, Any]:
         "site": record.site,
         "rack": record.rack,
         "protected": record.protected,
-        "variables": dict(record.variables),
+        "variables": _masked(record.variables, secret),
         "state": record.state,
         "state_reason": record.state_reason,
     }
+
+
+def _masked(variables: Mapping[str, Any], secret: frozenset[str]) -> dict[str, Any]:
+    from provisiond.kickstart.secrets import redact
+
+    return redact(variables, secret) if secret else dict(variables)

@@ -192,7 +192,11 @@ def _disks_cell(disks: tuple[Disk, ...] | None) -> str | None:
     return ";".join(f"{d.name or ''}:{d.size_gb or ''}" for d in disks)
 
 
-def export_csv(records: Iterable[HostRecord]) -> str:
+def export_csv(records: Iterable[HostRecord], secret: frozenset[str] = frozenset()) -> str:
+    """``secret``: variable names whose values are masked (an import of the
+    file keeps the stored values)."""
+    from provisiond.kickstart.secrets import redact
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -223,7 +227,7 @@ def export_csv(records: Iterable[HostRecord]) -> str:
             "site": record.site,
             "rack": record.rack,
             "protected": "true" if record.protected else "false",
-            "variables": json.dumps(dict(record.variables), sort_keys=True) if record.variables else None,
+            "variables": json.dumps(redact(record.variables, secret), sort_keys=True) if record.variables else None,
         }
         writer.writerow(["" if cells[c] is None else cells[c] for c in CSV_COLUMNS])
     return out.getvalue()
@@ -309,10 +313,13 @@ def _field_line(node: yaml.Node, field: str) -> int:
     return line
 
 
-def export_yaml(records: Iterable[HostRecord], groups: list[dict[str, Any]] | None = None) -> str:
+def export_yaml(records: Iterable[HostRecord], groups: list[dict[str, Any]] | None = None,
+                secret: frozenset[str] = frozenset()) -> str:
+    """``groups`` as answers show them (their secrets masked already);
+    ``secret``: the hosts' variable names to mask."""
     hosts = []
     for record in records:
-        doc = host_to_dict(record)
+        doc = host_to_dict(record, secret)
         for key in ("state", "state_reason"):
             doc.pop(key)
         if doc["bmc"]:

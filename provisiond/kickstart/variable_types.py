@@ -14,6 +14,8 @@ in a short notation and checked with JSON Schema (``jsonschema``)::
       partitions: {list: {record: {mount: mount_point, fstype: word, size: size_mib, grow: optional boolean}}}
       volume_group: {nullable: true, record: {name: word, volumes: {list: ...}}}
       anything: {schema: {type: object}}  # plain JSON Schema, for what the notation lacks
+      db_password: secret text            # never shown: API answers, exports and errors mask it
+      api_key: {secret: true, type: optional word}
 
 Named types keep a value inside one kickstart token: a ``word`` has no
 space, quote or shell character and does not start with ``-`` (so it cannot
@@ -77,6 +79,8 @@ NAMED: dict[str, Named] = {
 _NULL = {"type": "null"}
 #: ``optional host``: a host, or null (or not set).
 OPTIONAL = "optional "
+#: ``secret text``: a value no answer, export, event, log or error shows.
+SECRET = "secret "
 
 
 @dataclass(frozen=True)
@@ -90,25 +94,43 @@ class VariableType:
     words: str
     nullable: bool
     validator: Draft202012Validator
+    #: Declared secret: its value is masked wherever it would be shown.
+    secret: bool = False
 
     def problem(self, value: Any) -> tuple[str, str] | None:
-        """None when ``value`` fits; else (path inside the value, what is wrong)."""
+        """None when ``value`` fits; else (path inside the value, what is
+        wrong). A secret's value is never quoted."""
         error = next(self.validator.iter_errors(value), None)
         if error is None:
             return None
         deepest = _deepest(error)
+        if self.secret:
+            return _path(deepest), f"expected {self.words} (the value is secret and not shown)"
         return _path(deepest), _say(deepest)
 
 
 def declare(name: str, spec: Any, where: str) -> VariableType:
     """Compile the declaration ``spec`` of variable ``name`` (``where``
     names the profile file for errors)."""
-    schema, words, nullable = _compile(spec, f"{where}: variable_types.{name}")
+    secret, bare = _secret(spec, f"{where}: variable_types.{name}")
+    schema, words, nullable = _compile(bare, f"{where}: variable_types.{name}")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ProfileError(f"{where}: variable_types.{name}: not a valid JSON Schema: {exc.message}") from None
-    return VariableType(name, spec, schema, words, nullable, Draft202012Validator(schema))
+    return VariableType(name, spec, schema, words, nullable, Draft202012Validator(schema), secret)
+
+
+def _secret(spec: Any, where: str) -> tuple[bool, Any]:
+    """(declared secret, the type without the mark): ``secret T`` or
+    ``{secret: true, type: T}``; only a variable as a whole is secret."""
+    if isinstance(spec, str) and spec.startswith(SECRET):
+        return True, spec.removeprefix(SECRET).strip()
+    if isinstance(spec, Mapping) and "secret" in spec:
+        if spec["secret"] is not True or set(spec) != {"secret", "type"}:
+            raise ProfileError(f"{where}: a secret is declared 'secret T' or {{secret: true, type: T}}")
+        return True, spec["type"]
+    return False, spec
 
 
 def _compile(spec: Any, where: str) -> tuple[dict[str, Any], str, bool]:

@@ -25,6 +25,7 @@ from provisiond.actions import tokens as token_actions
 from provisiond.actions import hosts as host_actions
 from provisiond.actions import installs as install_actions
 from provisiond.inventory.schema import host_to_dict
+from provisiond.kickstart import secrets
 from provisiond.inventory.transfer import FORMATS, export_csv, export_yaml, guess_format
 from provisiond.kickstart import check
 from provisiond.kickstart.composer import InstallContext
@@ -79,14 +80,15 @@ def list_hosts():  # type: ignore[no-untyped-def]
     offset = _int_arg("offset", 0, 0, 10**9) or 0
     with services().db.read() as session:
         records = host_store.list_records(session, where, limit, offset)
-    return jsonify({"hosts": [host_to_dict(r) for r in records]})
+    secret = _secret()
+    return jsonify({"hosts": [host_to_dict(r, secret) for r in records]})
 
 
 @bp.post("/hosts")
 @needs(Role.OPERATOR)
 def create_host():  # type: ignore[no-untyped-def]
     record = host_actions.create(services(), principal(), json_body())
-    return jsonify(host_to_dict(record)), 201
+    return jsonify(host_to_dict(record, _secret())), 201
 
 
 @bp.get("/hosts/<serial>")
@@ -94,13 +96,13 @@ def create_host():  # type: ignore[no-untyped-def]
 def show_host(serial: str):  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         record = host_store.load_record(session, serial)
-    return jsonify(host_to_dict(record))
+    return jsonify(host_to_dict(record, _secret()))
 
 
 @bp.put("/hosts/<serial>")
 @needs(Role.OPERATOR)
 def replace_host(serial: str):  # type: ignore[no-untyped-def]
-    return jsonify(host_to_dict(host_actions.replace(services(), principal(), serial, json_body())))
+    return jsonify(host_to_dict(host_actions.replace(services(), principal(), serial, json_body()), _secret()))
 
 
 @bp.patch("/hosts/<serial>")
@@ -109,7 +111,7 @@ def edit_host(serial: str):  # type: ignore[no-untyped-def]
     """JSON Merge Patch (RFC 7396) of the host document: mappings merge all
     the way down, ``null`` clears a field or drops a variable, anything else
     replaces (see :mod:`provisiond.inventory.patch`)."""
-    return jsonify(host_to_dict(host_actions.edit(services(), principal(), serial, json_body())))
+    return jsonify(host_to_dict(host_actions.edit(services(), principal(), serial, json_body()), _secret()))
 
 
 @bp.delete("/hosts/<serial>")
@@ -162,7 +164,7 @@ def _install_flags(body: dict[str, Any], extra: set[str]) -> tuple[bool, bool]:
 @bp.post("/hosts/<serial>/cancel")
 @needs(Role.OPERATOR)
 def cancel_install(serial: str):  # type: ignore[no-untyped-def]
-    return jsonify(host_to_dict(install_actions.cancel(services(), principal(), serial)))
+    return jsonify(host_to_dict(install_actions.cancel(services(), principal(), serial), _secret()))
 
 
 @bp.get("/hosts/<serial>/install")
@@ -246,7 +248,9 @@ def preview_kickstart(serial: str):  # type: ignore[no-untyped-def]
     with svc.db.read() as session:
         record = host_store.load_record(session, serial)
     svc.guard.check_values(record.profile, one_off, "var")
-    text = svc.composer.render(record, InstallContext("PREVIEW", svc.settings.public_url), one_off)
+    # A secret shows as the mask here: only the installer's kickstart carries it.
+    masked = {name: secrets.MASK for name in _secret() if svc.composer.variables(record).get(name) is not None}
+    text = svc.composer.render(record, InstallContext("PREVIEW", svc.settings.public_url), {**one_off, **masked})
     return Response(text, mimetype="text/plain")
 
 
@@ -257,7 +261,7 @@ def host_variables(serial: str):  # type: ignore[no-untyped-def]
     with svc.db.read() as session:
         record = host_store.load_record(session, serial)
     return jsonify({"serial": serial, "profile": record.profile,
-                    "variables": svc.composer.variables(record, one_off_variables())})
+                    "variables": secrets.redact(svc.composer.variables(record, one_off_variables()), _secret())})
 
 
 # --------------------------------------------------------------------------- import / export
@@ -298,10 +302,11 @@ def export_hosts():  # type: ignore[no-untyped-def]
         raise ValidationError("format", f"{fmt!r} is not one of yaml, csv")
     with services().db.read() as session:
         records = host_store.list_records(session)
-        groups = [group_store.group_to_dict(g) for g, _n in group_store.list_groups(session)]
+        secret = _secret()
+        groups = [group_store.group_to_dict(g, secret=secret) for g, _n in group_store.list_groups(session)]
     if fmt == "csv":
-        return Response(export_csv(records), mimetype="text/csv")
-    return Response(export_yaml(records, groups), mimetype="application/yaml")
+        return Response(export_csv(records, secret), mimetype="text/csv")
+    return Response(export_yaml(records, groups, secret), mimetype="application/yaml")
 
 
 # --------------------------------------------------------------------------- groups
@@ -312,7 +317,7 @@ def export_hosts():  # type: ignore[no-untyped-def]
 def list_groups():  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         rows = group_store.list_groups(session)
-        body = [group_store.group_to_dict(g, n) for g, n in rows]
+        body = [group_store.group_to_dict(g, n, _secret()) for g, n in rows]
     return jsonify({"groups": body})
 
 
@@ -327,7 +332,7 @@ def create_group():  # type: ignore[no-untyped-def]
 def show_group(name: str):  # type: ignore[no-untyped-def]
     with services().db.read() as session:
         group = group_store.get_group(session, name)
-        body = group_store.group_to_dict(group, len(group.hosts))
+        body = group_store.group_to_dict(group, len(group.hosts), _secret())
     return jsonify(body)
 
 
@@ -374,7 +379,9 @@ def check_profiles():  # type: ignore[no-untyped-def]
 @bp.get("/profiles/<name>")
 @needs(Role.VIEWER)
 def show_profile(name: str):  # type: ignore[no-untyped-def]
-    return jsonify(services().profiles.get(name).to_dict())
+    body = services().profiles.get(name).to_dict()
+    body["variables"] = secrets.redact(body["variables"], _secret())
+    return jsonify(body)
 
 
 # --------------------------------------------------------------------------- credentials and the audit trail
@@ -431,3 +438,8 @@ def _time_arg(name: str) -> dt.datetime | None:
     except ValueError:
         raise ValidationError(name, f"{value!r} is not an ISO 8601 time (2026-12-04T10:00:00Z)") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _secret() -> frozenset[str]:
+    """The variable names the profiles declare secret: masked in answers."""
+    return secrets.names(services().profiles)

@@ -53,7 +53,7 @@ def delete_agent(agent_id: int) -> tuple[str, int]:
 @bp.get("/hosts/<serial>/facts")
 @needs(Role.VIEWER)
 def host_facts(serial: str) -> Response:
-    return jsonify(agent_actions.facts(services(), principal(), serial))
+    return jsonify(agent_actions.host_facts(services(), principal(), serial))
 
 
 @bp.post("/hosts/<serial>/handoff/retry")
