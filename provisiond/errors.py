@@ -131,6 +131,17 @@ class TemplateError(ProvisiondError):
             self.details["line"] = line
 
 
+class Overloaded(ProvisiondError):
+    """provisiond is too busy for this call now: come back after Retry-After."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class ProfileError(ProvisiondError):
     """An install profile is missing or invalid."""
 

@@ -17,6 +17,7 @@ from provisiond.kickstart.profiles import ProfileStore
 from provisiond.agents.download import AgentBundle
 from provisiond.bell import Bell
 from provisiond.jobs import parking
+from provisiond.agents.admission import Admission
 from provisiond.vault import Vault
 
 
@@ -49,6 +50,11 @@ class Services:
     def parking(self) -> parking.Parking:
         """This process's parked agent polls (the gateway's)."""
         return parking.Parking(self.jobs_bell)
+
+    @cached_property
+    def admission(self) -> Admission:
+        """How many agent calls work on the database at once in this process."""
+        return Admission()
 
     @cached_property
     def agent_bundle(self) -> AgentBundle:

@@ -54,6 +54,12 @@ def enroll(svc: Services, body: Any, address: str | None) -> Enrolled:
     credential = registry.check_credential(body.get("credential"))
     identity = registry.Identity.from_body(body)
     ticket = body.get("ticket")
+    with svc.admission.admit("an enrollment"):
+        return _enroll(svc, credential, identity, ticket, address)
+
+
+def _enroll(svc: Services, credential: str, identity: registry.Identity, ticket: Any,
+            address: str | None) -> Enrolled:
     now = utcnow()
     with audited(svc, _newcomer(address), "agents.enroll", Role.VIEWER, [identity.serial] if identity.serial else []
                  ) as act:
@@ -116,7 +122,7 @@ def authenticate(svc: Services, header: str) -> registry.AgentRef:
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential.startswith(protocol.CREDENTIAL_PREFIX):
         raise Unauthorized("agent calls need 'Authorization: Bearer <the agent's credential>'")
-    with svc.db.read() as session:
+    with svc.admission.admit("a call"), svc.db.read() as session:
         agent = registry.lookup(session, credential)
     if agent is None:
         raise Unauthorized("unknown agent credential: enroll first")
@@ -153,6 +159,12 @@ def _recheck() -> float:
 
 def _claim(svc: Services, agent: registry.AgentRef, now: dt.datetime, address: str | None,
            touch: bool) -> list[dict[str, Any]]:
+    with svc.admission.admit("a poll"):
+        return _claim_admitted(svc, agent, now, address, touch)
+
+
+def _claim_admitted(svc: Services, agent: registry.AgentRef, now: dt.datetime, address: str | None,
+                    touch: bool) -> list[dict[str, Any]]:
     with svc.db.read() as session:
         waiting = store.has_work(session, agent.id, now)
     due = touch and (agent.last_seen_at is None
@@ -171,7 +183,7 @@ def result(svc: Services, agent: registry.AgentRef, run_id: int, body: Any) -> d
         raise ValidationError("body", "expected a JSON object")
     checked = store.Result.from_body(body)
     now = utcnow()
-    with svc.db.write() as session:
+    with svc.admission.admit("a result"), svc.db.write() as session:
         recorded = store.record_result(session, agent.id, run_id, checked, now, svc.settings.job_output_limit_bytes)
         if recorded.recorded:
             _after_result(svc, session, recorded, agent, now)

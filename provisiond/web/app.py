@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from provisiond.config import Settings, load_settings
-from provisiond.errors import ProvisiondError
+from provisiond.errors import Overloaded, ProvisiondError
 from provisiond.services import Services
 from provisiond.web.proxies import TrustedProxies
 from provisiond.web import agent_api, api, auth, boot, installer, ipxe, jobs_api, listeners, meta, metrics, power
@@ -53,7 +53,7 @@ def _wants_a_line() -> bool:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProvisiondError)
     def provisiond_error(exc: ProvisiondError):  # type: ignore[no-untyped-def]
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, Overloaded):  # being busy is not an error
             log.error("%s: %s", exc.code, exc.message)
         if _wants_a_line():  # an installer's shell prints it on the console
             return Response(exc.message + "\n", status=exc.status, mimetype="text/plain")
@@ -61,6 +61,8 @@ def _register_error_handlers(app: Flask) -> None:
         response.status_code = exc.status
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="provisiond"'
+        if isinstance(exc, Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.errorhandler(HTTPException)
