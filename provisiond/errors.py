@@ -131,6 +131,17 @@ class TemplateError(ProvisiondError):
             self.details["line"] = line
 
 
+class TooManyRequests(ProvisiondError):
+    """Too many attempts (failed console logins): try again after Retry-After."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class Overloaded(ProvisiondError):
     """provisiond is too busy for this call now: come back after Retry-After."""
 

@@ -473,3 +473,53 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: The agent's idempotency key of the recorded result.
     result_key: Mapped[str | None] = mapped_column(String(64))
+
+
+class User(Base):
+    """A console user: a name, a role (as API credentials have) and an
+    Argon2 hash of the password (:mod:`provisiond.passwords`). Disabled users
+    are kept, refused, so the audit trail can still name them. Only
+    :mod:`provisiond.actions.users` writes these rows."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: admin, operator or viewer (provisiond.actions.principal.Role).
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    #: Refused from this time on (None: enabled).
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsoleSession(Base):
+    """A logged-in console session: the cookie carries its token, the row
+    only the token's SHA-256 and the session's CSRF token. Logging out,
+    disabling the user or the expiry ends it on every instance at once."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="fk_console_sessions_user_id_users"), index=True)
+    #: Every state-changing request of the session carries it back.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    address: Mapped[str | None] = mapped_column(String(45))
+
+
+class LoginFailure(Base):
+    """A failed console login, counted for the rate limit per user name and
+    per address (kept in the database: every worker and instance counts the
+    same failures)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(45), index=True)
+    time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

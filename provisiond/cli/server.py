@@ -7,6 +7,7 @@
     provisiond demo             sample profiles + hosts, an admin token, then serve
     provisiond db upgrade       apply schema migrations
     provisiond tokens create N  print a new admin API token (stored hashed)
+    provisiond users create N   a console user with a role and a password
     provisiond bootloaders install  copy pxelinux/iPXE from Debian's packages into pxelinux_dir
     provisiond settings sample  a configuration file listing every setting
 """
@@ -164,6 +165,52 @@ def tokens_revoke(settings: Settings, name: str) -> None:
 
     token_actions.revoke(_ready(settings), _local_admin(), name)
     click.echo(f"revoked {name}")
+
+
+@main.group()
+def users() -> None:
+    """Console users: named, with a role (admin, operator, viewer) and a password."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), required=True,
+              help="admin: everything; operator: hosts, installs, power; viewer: read only.")
+@click.option("--password-file", type=click.File("r"), help="Read the password from the first line of this "
+                                                            "file ('-': standard input) instead of a prompt.")
+@click.pass_obj
+def users_create(settings: Settings, name: str, role: str, password_file: Any) -> None:
+    """Create the console user NAME (the password is asked for twice, unless
+    --password-file gives it; it is stored as an Argon2 hash)."""
+    from provisiond.actions import users as user_actions
+
+    if password_file is not None:
+        password = password_file.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user_actions.create(_ready(settings), _local_admin(), name, role, password)
+    click.echo(f"created user {name} ({role})")
+
+
+@users.command("list")
+@click.pass_obj
+def users_list(settings: Settings) -> None:
+    """List users: NAME ROLE STATE CREATED."""
+    from provisiond.actions import users as user_actions
+
+    for user in user_actions.listing(_ready(settings), _local_admin()):
+        click.echo("\t".join([user["name"], user["role"], user["state"], user["created_at"][:16]]))
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_obj
+def users_disable(settings: Settings, name: str) -> None:
+    """Disable the user NAME: refused from now on, open sessions ended."""
+    from provisiond.actions import users as user_actions
+
+    user_actions.disable(_ready(settings), _local_admin(), name)
+    click.echo(f"disabled {name}")
 
 
 @main.command()
@@ -337,7 +384,8 @@ def run_all(settings: Settings, http_host: str | None, http_port: int | None, wo
 @click.pass_obj
 def demo(settings: Settings, http_host: str | None, http_port: int | None, no_serve: bool) -> None:
     """Load the sample hosts into an empty database, write provctl's config
-    with a fresh admin token, and run everything (as `provisiond run`)."""
+    with a fresh admin token, make the console user demo with a fresh
+    password, print both, and run everything (as `provisiond run`)."""
     if not no_serve:
         _count_metrics(settings)
     from sqlalchemy import delete, func, select
@@ -361,8 +409,28 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     _write_provctl_config(url, token)
     click.echo(f"provctl is set up in {PROVCTL_CONFIG} (server {url}, token 'demo')")
     click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
+    password = _demo_user(svc)
+    click.echo(f"web console: {url}/console/ (user demo, password {password}; an admin, made afresh each start)")
     if not no_serve:
         _run_roles(settings, http_host, http_port, None)
+
+
+def _demo_user(svc: Any) -> str:
+    """The console user ``demo`` (an admin) with a fresh password: the old
+    one, and its sessions, are gone."""
+    import secrets as random
+
+    from sqlalchemy import delete
+
+    from provisiond import models
+    from provisiond.actions import users as user_actions
+    from provisiond.actions.principal import SYSTEM
+
+    with svc.db.write() as session:
+        session.execute(delete(models.User).where(models.User.name == "demo"))
+    password = random.token_urlsafe(12)
+    user_actions.create(svc, SYSTEM, "demo", "admin", password)
+    return password
 
 
 def _client_url(settings: Settings) -> str:

@@ -488,6 +488,12 @@ def _check_bound(bound: str | None, client: str | None, serial: str) -> None:
         raise NotFound("not found")
 
 
+def protection(host: Any) -> str | None:
+    """Why arming ``host`` (a row or a record) needs force: it is protected
+    or in service; None if it does not."""
+    return _protection(host, HostState(host.state))
+
+
 def _protection(host: models.Host, state: HostState) -> str | None:
     if host.protected:
         return "is protected"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisiond import models
+from provisiond import events, models
 from provisiond.install import slots
 from provisiond.states import HostState
 
@@ -17,6 +18,27 @@ def latest_install(session: Session, host_id: int) -> models.Install | None:
     return session.scalar(
         select(models.Install).where(models.Install.host_id == host_id).order_by(models.Install.id.desc()).limit(1)
     )
+
+
+def recent_events(session: Session, *, host_id: int | None = None, kinds: Iterable[str] = (),
+                  limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` events (of one host, of some kinds), oldest
+    first, as :func:`provisiond.events.read` gives them: what a page shows
+    of a timeline. Not for followers (they read on with a cursor)."""
+    query = select(models.Event.id).order_by(models.Event.id.desc()).limit(limit)
+    if host_id is not None:
+        query = query.where(models.Event.host_id == host_id)
+    kinds = list(kinds)
+    if kinds:
+        query = query.where(models.Event.kind.in_(kinds))
+    ids = list(session.scalars(query))
+    if not ids:
+        return []
+    rows = session.execute(select(models.Event.id, func.coalesce(models.Event.txid, 0).label("txid"),
+                                  models.Event.host_id, models.Event.serial, models.Event.install_id,
+                                  models.Event.time, models.Event.kind, models.Event.message, models.Event.data)
+                           .where(models.Event.id.in_(ids)).order_by(models.Event.id)).all()
+    return [events.to_dict(row) for row in rows]
 
 
 def install_to_dict(install: models.Install) -> dict[str, Any]:

@@ -154,25 +154,63 @@ class HostFilter:
     state: str | None = None
     site: str | None = None
     rack: str | None = None
-    search: str | None = None  # substring of serial or hostname
+    owner: str | None = None
+    search: str | None = None  # substring of serial, hostname or IP, or of one of its MACs
+
+
+#: What a page of hosts may be sorted by.
+SORTS = {"serial": models.Host.serial_key, "hostname": models.Host.hostname, "state": models.Host.state,
+         "profile": models.Host.profile, "owner": models.Host.owner, "ip": models.Host.ip,
+         "updated": models.Host.updated_at}
+
+
+def _filtered(query: Any, where: HostFilter) -> Any:
+    if where.group:
+        query = query.where(models.Host.groups.any(models.Group.name == where.group))
+    for column, value in ((models.Host.profile, where.profile), (models.Host.state, where.state),
+                          (models.Host.site, where.site), (models.Host.rack, where.rack),
+                          (models.Host.owner, where.owner)):
+        if value:
+            query = query.where(column == value)
+    if where.search:
+        text = where.search.strip()
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        mac = pattern.lower().replace("-", ":")
+        query = query.where(or_(models.Host.serial.ilike(pattern, escape="\\"),
+                                models.Host.hostname.ilike(pattern, escape="\\"),
+                                models.Host.ip.like(pattern, escape="\\"),
+                                models.Host.nics.any(models.Nic.mac.like(mac, escape="\\"))))
+    return query
 
 
 def list_records(session: Session, where: HostFilter = HostFilter(), limit: int | None = None,
                  offset: int = 0) -> list[HostRecord]:
-    query = _loaded().order_by(models.Host.serial)
-    if where.group:
-        query = query.where(models.Host.groups.any(models.Group.name == where.group))
-    for column, value in ((models.Host.profile, where.profile), (models.Host.state, where.state),
-                          (models.Host.site, where.site), (models.Host.rack, where.rack)):
-        if value:
-            query = query.where(column == value)
-    if where.search:
-        pattern = f"%{where.search}%"
-        query = query.where(or_(models.Host.serial.ilike(pattern), models.Host.hostname.ilike(pattern)))
+    query = _filtered(_loaded(), where).order_by(models.Host.serial)
     query = query.offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return [to_record(h) for h in session.scalars(query)]
+
+
+def page_records(session: Session, where: HostFilter, sort: str = "serial", descending: bool = False,
+                 limit: int = 50, offset: int = 0) -> tuple[int, list[HostRecord]]:
+    """One page of the hosts that match, sorted by ``sort`` (one of
+    :data:`SORTS`; ties by serial), and how many match in all."""
+    from sqlalchemy import func
+
+    column = SORTS[sort]
+    total = session.scalar(_filtered(select(func.count()).select_from(models.Host), where)) or 0
+    order: list[Any] = [column.desc() if descending else column.asc()]
+    if sort != "serial":
+        order.append(models.Host.serial_key)
+    query = _filtered(_loaded(), where).order_by(*order).offset(offset).limit(limit)
+    return int(total), [to_record(h) for h in session.scalars(query)]
+
+
+def owners(session: Session) -> list[str]:
+    """Every owner named on a host, sorted (the hosts page's filter)."""
+    return [o for o in session.scalars(select(models.Host.owner).where(models.Host.owner.is_not(None))
+                                       .distinct().order_by(models.Host.owner)) if o]
 
 
 # --------------------------------------------------------------------------- writing

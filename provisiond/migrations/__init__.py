@@ -1,3 +1,3 @@
 """Alembic migrations. ``HEAD`` is the newest revision: bump it with each new one."""
 
-HEAD = "0013"
+HEAD = "0014"

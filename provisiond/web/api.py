@@ -74,7 +74,7 @@ def list_hosts():  # type: ignore[no-untyped-def]
     where = host_store.HostFilter(
         group=request.args.get("group"), profile=request.args.get("profile"),
         state=request.args.get("state"), site=request.args.get("site"),
-        rack=request.args.get("rack"), search=request.args.get("q"),
+        rack=request.args.get("rack"), owner=request.args.get("owner"), search=request.args.get("q"),
     )
     limit = _int_arg("limit", None, 1, 100_000)
     offset = _int_arg("offset", 0, 0, 10**9) or 0

@@ -8,10 +8,11 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from provisiond.config import Settings, load_settings
-from provisiond.errors import Overloaded, ProvisiondError
+from provisiond.errors import Overloaded, ProvisiondError, TooManyRequests
 from provisiond.services import Services
 from provisiond.web.proxies import TrustedProxies
 from provisiond.web import agent_api, api, auth, boot, installer, ipxe, jobs_api, listeners, meta, metrics, power
+from provisiond.web import console
 
 log = logging.getLogger("provisiond.web")
 
@@ -36,6 +37,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(installer.bp)
     app.register_blueprint(ipxe.bp)
     app.register_blueprint(boot.bp)
+    app.register_blueprint(console.bp)
+    app.add_url_rule("/", "root", console.views.root)
     _register_error_handlers(app)
     if settings.trusted_proxies:
         app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
@@ -50,23 +53,41 @@ def _wants_a_line() -> bool:
             and "application/json" not in accept)
 
 
+def _for_people() -> bool:
+    """The console (or a console-looking path) asked: errors are HTML pages."""
+    return request.blueprint == "console" or request.path == "/" or request.path.startswith("/console")
+
+
+def _error_page(status: int, title: str, message: str) -> Response:
+    from flask import render_template
+
+    response = Response(render_template("console/error.html", status=status, title=title, message=message),
+                        status=status, mimetype="text/html")
+    return response
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProvisiondError)
     def provisiond_error(exc: ProvisiondError):  # type: ignore[no-untyped-def]
         if exc.status >= 500 and not isinstance(exc, Overloaded):  # being busy is not an error
             log.error("%s: %s", exc.code, exc.message)
-        if _wants_a_line():  # an installer's shell prints it on the console
+        if _for_people():
+            response = _error_page(exc.status, exc.code.replace("_", " "), exc.message)
+        elif _wants_a_line():  # an installer's shell prints it on the console
             return Response(exc.message + "\n", status=exc.status, mimetype="text/plain")
-        response = jsonify(exc.to_json())
-        response.status_code = exc.status
-        if exc.status == 401:
+        else:
+            response = jsonify(exc.to_json())
+            response.status_code = exc.status
+        if exc.status == 401 and not _for_people():
             response.headers["WWW-Authenticate"] = 'Bearer realm="provisiond"'
-        if isinstance(exc, Overloaded):
+        if isinstance(exc, (Overloaded, TooManyRequests)):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        if _for_people():
+            return _error_page(exc.code or 500, exc.name or "error", exc.description or "")
         name = (exc.name or "error").lower().replace(" ", "_")
         response = jsonify({"error": name, "message": exc.description})
         response.status_code = exc.code or 500
@@ -75,6 +96,8 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
         log.exception("unhandled error")
+        if _for_people():
+            return _error_page(500, "internal error", "Something went wrong on the server; see its log.")
         response = jsonify({"error": "internal_error", "message": "internal error; see the server log"})
         response.status_code = 500
         return response

@@ -1,6 +1,9 @@
 """Default-deny authentication and authorization for every route.
 
-Every request must carry a bearer token (an API credential, see
+Console pages (the ``console`` blueprint) are for people: their session
+cookie, role and CSRF token are checked by
+:func:`provisiond.web.console.session.gate`, with the same :func:`needs`.
+Every other request must carry a bearer token (an API credential, see
 :mod:`provisiond.actions.tokens`) whose role allows the route, unless its
 endpoint is on the explicit allow-list below, or the view declares that it
 authenticates its caller itself (installer views, by their one-time install
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from werkzeug.wrappers import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,6 +47,8 @@ PUBLIC_ENDPOINTS = frozenset({
     "agent.download_sha256",
     "agent.ca_certificate",
     "agent.unit",
+    # / only sends people to the console (which asks them to log in).
+    "root",
 })
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,15 +72,19 @@ def required_role(view: Any) -> Role | None:
     return getattr(view, "_provisiond_role", None)
 
 
-def gate() -> None:
+def gate() -> Response | None:
     endpoint = request.endpoint
     if endpoint is None:  # no such route: let the 404/405 through
-        return
+        return None
     if endpoint in PUBLIC_ENDPOINTS:
-        return
+        return None
+    if request.blueprint == "console":  # people, by their session cookie
+        from provisiond.web.console.session import gate as console_gate
+
+        return console_gate(endpoint)
     view = current_app.view_functions.get(endpoint)
     if getattr(view, "_provisiond_self_auth", False):
-        return
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -89,6 +99,7 @@ def gate() -> None:
         raise _refused(who, endpoint, f"route {endpoint} declares no role; it serves nobody")
     if not who.role.allows(needed):
         raise _refused(who, endpoint, f"{who} is a {who.role}; this route needs the {needed} role (or a higher one)")
+    return None
 
 
 def _refused(who: Principal, endpoint: str, message: str) -> Forbidden:
@@ -98,6 +109,9 @@ def _refused(who: Principal, endpoint: str, message: str) -> Forbidden:
 
     record_refusal(services(), who, f"{request.method} {request.path}", endpoint, message)
     return Forbidden(message)
+
+
+refused = _refused
 
 
 @dataclass(frozen=True)

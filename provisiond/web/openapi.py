@@ -41,8 +41,8 @@ _BOOT_FILE["responses"].update({
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/openapi.json": {"get": _op("This document", public=True)},
     "/api/v1/hosts": {
-        "get": _op("List hosts (filters: group, profile, state, site, rack, q; limit, offset)",
-                   params=("group", "profile", "state", "site", "rack", "q", "limit", "offset")),
+        "get": _op("List hosts (filters: group, profile, state, site, rack, owner, q; limit, offset)",
+                   params=("group", "profile", "state", "site", "rack", "owner", "q", "limit", "offset")),
         "post": _op("Add a host", ok="201", body="application/json"),
     },
     "/api/v1/hosts/{serial}": {
@@ -173,7 +173,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "state": _query("state", "only hosts in this install state"),
     "site": _query("site", "only hosts at this site"),
     "rack": _query("rack", "only hosts in this rack"),
-    "q": _query("q", "substring of the serial number or host name"),
+    "owner": _query("owner", "only hosts of this owner"),
+    "q": _query("q", "substring of the serial number, host name, IP address or a MAC"),
     "limit": _query("limit", "at most this many", {"type": "integer", "minimum": 1}),
     "offset": _query("offset", "skip this many", {"type": "integer", "minimum": 0}),
     "mac": _path("mac", "a MAC address (any common spelling)"),
