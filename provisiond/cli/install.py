@@ -26,7 +26,7 @@ import click
 
 from provisiond.cli.client import ApiClient, InstallFailed, WaitTimedOut, pass_api
 from provisiond.cli.output import ExitStatus, echo_fields, echo_json, echo_table, json_option
-from provisiond.events import one_line
+from provisiond.event_text import one_line
 from provisiond.states import HostState
 
 #: Seconds between two polls of the timeline while following.
@@ -124,7 +124,7 @@ class Timeline:
 
 def _cursor(value: str) -> str:
     """A ``--since`` value, checked before any request."""
-    from provisiond.events import Cursor
+    from provisiond.event_text import Cursor
 
     try:
         Cursor.parse(value)

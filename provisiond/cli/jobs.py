@@ -51,6 +51,11 @@ def _submit(api: ApiClient, body: dict[str, Any], wait: bool, follow_timeout: fl
     follow(api, job["id"], follow_timeout, as_json)
 
 
+#: How often ``follow`` looks at a job at most in its first FAST_FOR_SECONDS.
+FAST_LOOK_SECONDS = 0.1
+FAST_FOR_SECONDS = 10.0
+
+
 def follow(api: ApiClient, job_id: int, timeout: float, as_json: bool) -> None:
     """Print each host's result as it arrives; end with the job's exit status."""
     shown: set[int] = set()
@@ -69,7 +74,9 @@ def follow(api: ApiClient, job_id: int, timeout: float, as_json: bool) -> None:
             raise WaitTimedOut(f"job {job_id} still runs on {len(job['hosts']) - len(shown)} host(s) after "
                                f"{timeout:g} s (provctl jobs show {job_id})")
         time.sleep(pause)
-        pause = min(pause * 1.5, 0.5)
+        # Most jobs end within seconds: look often then (each look is one cheap
+        # GET), then back off for the long ones.
+        pause = min(pause * 1.5, FAST_LOOK_SECONDS if time.monotonic() - started < FAST_FOR_SECONDS else 0.5)
     if as_json:
         echo_json(job)
     states = job["runs"]
