@@ -1,0 +1,62 @@
+"""Console fixtures: a user per role and a logged-in test client for each."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from provisiond.actions import users as user_actions
+from provisiond.actions.principal import SYSTEM, Role
+
+PASSWORD = "correct horse battery"
+#: One user per role: name -> role.
+USERS = {"ada": Role.ADMIN, "otto": Role.OPERATOR, "vera": Role.VIEWER}
+
+
+@pytest.fixture(autouse=True)
+def quick_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id with small costs in these tests (the defaults take 64 MiB
+    and tens of milliseconds a hash, by design); the hash is the same kind."""
+    from argon2 import PasswordHasher
+
+    from provisiond import passwords
+
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def console_users(services: Any) -> dict[Role, str]:
+    for name, role in USERS.items():
+        user_actions.create(services, SYSTEM, name, role, PASSWORD)
+    return {role: name for name, role in USERS.items()}
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a console page carries (its forms' hidden field)."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html[:2000]
+    return match.group(1)
+
+
+def log_in(client: Any, name: str, password: str = PASSWORD, **environ: Any) -> Any:
+    page = client.get("/console/login", environ_base=environ)
+    return client.post("/console/login", data={"name": name, "password": password,
+                                               "csrf_token": csrf_of(page.get_data(as_text=True))},
+                       environ_base=environ)
+
+
+@pytest.fixture
+def browse(app: Any, console_users: dict[Role, str], demo_data: None) -> Any:
+    """``browse(role)``: a test client logged in as that role's user."""
+    def _client(role: Role) -> Any:
+        client = app.test_client()
+        response = log_in(client, console_users[role])
+        assert response.status_code == 303, response.get_data(as_text=True)
+        return client
+    return _client
+
+
+def page_csrf(client: Any, url: str = "/console/") -> str:
+    return csrf_of(client.get(url).get_data(as_text=True))
