@@ -19,12 +19,9 @@ import http.client
 import json
 import socket
 import ssl
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
-from urllib.parse import quote
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+from urllib.parse import quote, urlsplit
 
 from provisiond import __version__
 from provisiond.agent import protocol
@@ -50,15 +47,17 @@ class ConnectionFailed(ClientError):
     call timed out, or the answer was not JSON. Worth trying again later."""
 
 
-@dataclass
 class HTTPError(ClientError):
     """The server answered with an error status."""
 
-    status: int
-    error: str = ""
-    message: str = ""
-    retry_after: Optional[float] = None
-    body: Dict[str, Any] = field(default_factory=dict)
+    def __init__(self, status: int, error: str = "", message: str = "", retry_after: Optional[float] = None,
+                 body: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(status, error, message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.retry_after = retry_after
+        self.body: Dict[str, Any] = body if body is not None else {}
 
     def __str__(self) -> str:
         code = f" {self.error}" if self.error else ""
@@ -70,20 +69,11 @@ class HTTPError(ClientError):
         return self.status in (408, 425, 429) or self.status >= 500
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """A 2xx answer: its status and JSON body."""
 
     status: int
     body: Dict[str, Any]
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect would send the credential to an address the agent was not
-    configured with: it is an error instead."""
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        return None
 
 
 def tls_context(ca_file: Path) -> ssl.SSLContext:
@@ -123,8 +113,12 @@ class Client:
                  context: Optional[ssl.SSLContext] = None) -> None:
         self.server_url = server_url.rstrip("/")
         self._credential = credential
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context or tls_context(ca_file)), _NoRedirects())
+        self._context = context or tls_context(ca_file)
+        parts = urlsplit(self.server_url)
+        self._host, self._port, self._base = parts.hostname or "", parts.port, parts.path
+        #: One kept-alive HTTPS connection (a TLS handshake per call would
+        #: cost the gateway more than the call); made again after any failure.
+        self._connection: Optional[http.client.HTTPSConnection] = None
 
     def __repr__(self) -> str:
         return f"Client({self.server_url!r})"  # never the credential
@@ -151,22 +145,32 @@ class Client:
 
     # ------------------------------------------------------------ the wire
 
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def _call(self, path: str, body: Dict[str, Any], timeout: float, authenticated: bool = True) -> Answer:
         headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
         if authenticated:
             headers["Authorization"] = "Bearer " + self._credential
-        request = urllib.request.Request(self.server_url + path, data=json.dumps(body).encode("utf-8"),
-                                         headers=headers, method="POST")
+        payload = json.dumps(body).encode("utf-8")
+        reused = self._connection is not None
         try:
-            with self._opener.open(request, timeout=timeout) as response:
-                status = response.status
-                raw = response.read(MAX_ANSWER + 1)
-        except urllib.error.HTTPError as exc:
-            raise _http_error(exc) from None
-        except urllib.error.URLError as exc:
-            raise ConnectionFailed(f"{self.server_url}{path}: {_reason(exc.reason)}") from None
+            status, raw, answer_headers = self._exchange(path, payload, headers, timeout)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            if not reused:
+                raise ConnectionFailed(f"{self.server_url}{path}: {_reason(exc)}") from None
+            # The server closed the kept connection while it was idle: the
+            # call never reached it. Once more, on a new connection.
+            try:
+                status, raw, answer_headers = self._exchange(path, payload, headers, timeout)
+            except (OSError, http.client.HTTPException, ssl.SSLError) as again:
+                raise ConnectionFailed(f"{self.server_url}{path}: {_reason(again)}") from None
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             raise ConnectionFailed(f"{self.server_url}{path}: {_reason(exc)}") from None
+        if status >= 300:
+            raise _http_error(status, raw, answer_headers)
         if len(raw) > MAX_ANSWER:
             raise ConnectionFailed(f"{self.server_url}{path}: the answer is larger than {MAX_ANSWER} bytes")
         try:
@@ -177,6 +181,28 @@ class Client:
             raise ConnectionFailed(f"{self.server_url}{path}: HTTP {status} with JSON that is not an object")
         return Answer(status, data)
 
+    def _exchange(self, path: str, payload: bytes, headers: Dict[str, str],
+                  timeout: float) -> Tuple[int, bytes, Any]:
+        """One request on the kept connection: (status, body, headers). Any
+        failure, or an answer the server ends the connection after, closes it."""
+        if self._connection is None:
+            self._connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                                           context=self._context)
+        connection = self._connection
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        try:
+            connection.request("POST", self._base + path, body=payload, headers=headers)
+            response = connection.getresponse()
+            raw = response.read(MAX_ANSWER + 1)
+            if response.will_close or len(raw) > MAX_ANSWER or not response.isclosed():
+                self.close()  # the server ends it, or a body was left unread
+            return response.status, raw, response.headers
+        except BaseException:  # a failure, or a signal abandoning the call: the connection's state is unknown
+            self.close()
+            raise
+
 
 def _reason(reason: Any) -> str:
     if isinstance(reason, socket.timeout):
@@ -186,23 +212,19 @@ def _reason(reason: Any) -> str:
     return str(reason) or type(reason).__name__
 
 
-def _http_error(exc: urllib.error.HTTPError) -> HTTPError:
+def _http_error(status: int, raw: bytes, headers: Any) -> HTTPError:
     body: Dict[str, Any] = {}
     try:
-        raw = exc.read(MAX_ERROR_BODY)
-        parsed = json.loads(raw.decode("utf-8")) if raw else {}
+        parsed = json.loads(raw[:MAX_ERROR_BODY].decode("utf-8")) if raw else {}
         if isinstance(parsed, dict):
             body = parsed
-    except (OSError, UnicodeDecodeError, ValueError, http.client.HTTPException):
+    except (UnicodeDecodeError, ValueError):
         pass
-    finally:
-        exc.close()
     error = body.get("error")
     message = body.get("message")
-    headers = exc.headers
     retry_after = parse_retry_after(headers.get("Retry-After") if headers is not None else None)
-    if exc.code in (301, 302, 303, 307, 308):
+    if status in (301, 302, 303, 307, 308):  # the credential goes nowhere it was not configured for
         message = f"redirected to {headers.get('Location') if headers is not None else '?'}; not followed"
-    return HTTPError(status=exc.code, error=error if isinstance(error, str) else "",
-                     message=message if isinstance(message, str) else (exc.reason or ""),
+    return HTTPError(status=status, error=error if isinstance(error, str) else "",
+                     message=message if isinstance(message, str) else http.client.responses.get(status, ""),
                      retry_after=retry_after, body=body)

@@ -21,9 +21,8 @@ import logging
 import os
 import re
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from provisiond.agent import protocol
@@ -47,8 +46,7 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and why."""
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(NamedTuple):
     """A checked configuration. ``path`` is where it came from (the ticket
     is removed from that file after enrollment)."""
 

@@ -18,9 +18,8 @@ import re
 import secrets
 import socket
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from provisiond.agent import protocol
 
@@ -38,8 +37,7 @@ class CredentialError(Exception):
     quietly make another (that would be another agent to the server)."""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """What the agent tells the server about its host."""
 
     hostname: str

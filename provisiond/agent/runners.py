@@ -36,9 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from provisiond import __version__
 from provisiond.agent import protocol
@@ -90,8 +89,7 @@ def failed(error: str, started_at: Optional[str] = None, output: str = "") -> Re
 # ---------------------------------------------------------------- dispatch
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What runners need from the agent: where to keep temporary files, and
     what facts report about the agent's identity."""
 
@@ -133,8 +131,7 @@ def _timeout(value: Any) -> float:
 # ---------------------------------------------------------------- processes
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """How a process ended: its exit code (negative: the signal), its
     merged output (at most OUTPUT_LIMIT bytes) and whether it timed out."""
 
@@ -274,8 +271,7 @@ def _current_user() -> Optional[pwd.struct_passwd]:
 # ---------------------------------------------------------------- script
 
 
-@dataclass(frozen=True)
-class ScriptJob:
+class ScriptJob(NamedTuple):
     interpreter: str
     script: str
     args: List[str]
@@ -408,8 +404,7 @@ def run_service(payload: Mapping[str, Any], timeout: float, context: Context) ->
 # ---------------------------------------------------------------- file
 
 
-@dataclass(frozen=True)
-class FileJob:
+class FileJob(NamedTuple):
     dest: str
     content: bytes
     sha256: str

@@ -30,9 +30,8 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from provisiond.agent import runners
 from provisiond.agent.atomic import write_atomic
@@ -57,8 +56,7 @@ def run_file_name(run_id: Any) -> str:
     return f"{run_id}.json"
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """What the spool knows of one run."""
 
     run_id: Any
