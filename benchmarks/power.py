@@ -403,19 +403,6 @@ def stop_py_spy(process: subprocess.Popen[bytes], path: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in os.environ (which the server's environment copies) while inside."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def ms(seconds: float) -> str:
@@ -452,7 +439,7 @@ def main() -> None:
     rows, detail_rows, time_rows, cpu_rows, floor_rows, figures = [], [], [], [], [], []
     settings = None
     for kind in kinds:
-        with common.workspace(kind) as ws, contextlib.ExitStack() as stack, environment(extra):
+        with common.workspace(kind) as ws, contextlib.ExitStack() as stack, common.environment(extra):
             from provisiond.config import load_settings
 
             settings = load_settings(environ=ws.env(8080))
