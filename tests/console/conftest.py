@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +62,35 @@ def browse(app: Any, console_users: dict[Role, str], demo_data: None) -> Any:
 
 def page_csrf(client: Any, url: str = "/console/") -> str:
     return csrf_of(client.get(url).get_data(as_text=True))
+
+
+# --------------------------------------------------------------------------- a real browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Screenshots of every page land here (CI keeps the directory).
+ARTIFACTS = Path(os.environ.get("PROVISIOND_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """pytest-playwright launches Debian's chromium (.ci/debian-packages),
+    never a browser Playwright would download."""
+    from tests.conftest import require
+
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium")
+    return {"executable_path": str(CHROMIUM), "headless": True,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync"]}
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Any:
+    """``screenshots(page, name)``: a full-page PNG under ARTIFACTS/console."""
+    folder = ARTIFACTS / "console"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def shoot(page: Any, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+    return shoot
