@@ -156,3 +156,16 @@ def test_reinstall_with_power_queues_the_bmc_operations(browse, services):
     with services.db.read() as session:
         queued = session.scalars(select(models.PowerOperation.requested_by)).all()
     assert queued and set(queued) == {"user otto"}
+
+
+def test_the_dashboard_counts_agents_online_offline_and_pending(browse, services):
+    import datetime as dt
+
+    now = models.utcnow()
+    with services.db.write() as session:
+        for i, (state, seen) in enumerate((("accepted", now), ("accepted", now - dt.timedelta(hours=1)),
+                                           ("accepted", None), ("pending", now), ("rejected", now))):
+            session.add(models.Agent(state=state, credential_hash=f"{i:064d}", last_seen_at=seen))
+    html = _text(browse(Role.VIEWER).get("/console/live/dashboard"))
+    assert re.search(r"<dt>Online</dt><dd>1</dd>\s*<dt>Offline</dt><dd>2</dd>\s*"
+                     r"<dt>Waiting for a decision</dt><dd>1</dd>", html)
