@@ -71,7 +71,7 @@ class Instance:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready: {self.log.read_text()}")

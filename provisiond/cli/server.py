@@ -411,6 +411,7 @@ def demo(settings: Settings, http_host: str | None, http_port: int | None, no_se
     click.echo("try: provctl hosts list; provctl profiles render 712DM2Y")
     password = _demo_user(svc)
     click.echo(f"web console: {url}/console/ (user demo, password {password}; an admin, made afresh each start)")
+    svc.hooks.prepare()  # where hooks go is there when demo says it is ready (the worker may start later)
     if not no_serve:
         _run_roles(settings, http_host, http_port, None)
 
