@@ -25,7 +25,9 @@ def quick_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from provisiond import passwords
 
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    quick = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_hasher", quick)
+    monkeypatch.setattr(passwords, "_DUMMY", quick.hash("provisiond: no such user"))
 
 
 @pytest.fixture
