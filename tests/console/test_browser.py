@@ -190,3 +190,25 @@ def _state(server: LiveServer, services: Any, serial: str) -> str:
     with services.db.read() as session:
         return host_store.load_record(session, serial).state
 
+
+
+def test_pages_read_without_javascript(browser: Any, server: LiveServer) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        log_in(page, server, "vera")
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        expect(page.locator("#state-counts tr[data-state=idle] td")).to_have_text("3")
+        page.get_by_role("link", name="Hosts").click()
+        page.get_by_label("State").select_option("idle")
+        page.get_by_label("Owner").select_option("ops")
+        page.get_by_role("button", name="Find").click()
+        expect(page.locator("#hosts tbody tr")).to_have_count(1)
+        page.get_by_role("link", name="Hostname").click()  # sorting is a link
+        expect(page.locator("th[aria-sort=ascending]")).to_have_text(re.compile("Hostname"))
+        page.get_by_role("link", name="712DM2Y").click()
+        expect(page.locator("#timeline")).to_contain_text("added by import")
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_role("status")).to_have_text("You are logged out.")
+    finally:
+        context.close()

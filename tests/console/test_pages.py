@@ -169,3 +169,19 @@ def test_the_dashboard_counts_agents_online_offline_and_pending(browse, services
     html = _text(browse(Role.VIEWER).get("/console/live/dashboard"))
     assert re.search(r"<dt>Online</dt><dd>1</dd>\s*<dt>Offline</dt><dd>2</dd>\s*"
                      r"<dt>Waiting for a decision</dt><dd>1</dd>", html)
+
+
+def test_a_host_in_service_needs_its_hostname_typed_too(browse, services):
+    from sqlalchemy import update
+
+    with services.db.write() as session:  # as the hand-off leaves it (tests/agents walks there for real)
+        session.execute(update(models.Host).where(models.Host.serial == "SN-WEB-0001").values(state="ready"))
+    operator = browse(Role.OPERATOR)
+    page = _text(operator.get("/console/hosts/SN-WEB-0001/reinstall"))
+    assert "This host is in service (ready)" in page
+    refused = operator.post("/console/hosts/SN-WEB-0001/reinstall", data={"csrf_token": csrf_of(page)})
+    assert refused.status_code == 400
+    armed = operator.post("/console/hosts/SN-WEB-0001/reinstall",
+                          data={"csrf_token": csrf_of(page), "confirm": "web01.example.com"})
+    assert armed.status_code == 303
+    assert "forced: host is in service (ready)" in _text(operator.get("/console/hosts/SN-WEB-0001"))
