@@ -89,3 +89,11 @@ def test_the_api_keeps_json_errors_and_the_console_has_html_ones(client, browse)
         as_text=True)
     # A bearer token does not open the console, a session does not open the API.
     assert admin.get("/api/v1/hosts").status_code == 401
+
+
+def test_console_pages_cannot_be_framed_or_cached(browse, client):
+    for response in (client.get("/console/login"), browse(Role.VIEWER).get("/console/hosts")):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"

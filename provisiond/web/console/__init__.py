@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, url_for
+from flask import Blueprint, g, request, url_for
 
 from provisiond.actions.principal import Role
 from provisiond.states import HostState
@@ -21,6 +21,19 @@ HTMX = "htmx-2.0.11.min.js"
 POLL_SECONDS = 2
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
+
+
+@bp.after_request
+def _headers(response: Any) -> Any:
+    """No framing (clickjacking), no caching of pages that show hosts, no
+    referrer to other sites, no sniffing."""
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "console.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 @bp.app_template_global()
