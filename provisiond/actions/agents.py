@@ -205,7 +205,7 @@ def _after_result(svc: Services, session: Any, recorded: store.Recorded, agent: 
     handoff.after(session, svc, run, job, now)
 
 
-def _record_facts(session: Any, agent: registry.AgentRef, host_id: int, reported: dict[str, Any],
+def _record_facts(session: Any, agent: registry.AgentRef, host_id: int | None, reported: dict[str, Any],
                   now: dt.datetime) -> None:
     """Store the facts; the first report and any change are on the timeline."""
     before = registry.record_facts(session, agent.id, reported, now)

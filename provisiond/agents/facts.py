@@ -39,7 +39,7 @@ def due(session: Session, now: dt.datetime, interval_seconds: int, online_second
         .where(agent.state == "accepted", agent.last_seen_at >= online,
                or_(agent.facts_at.is_(None), agent.facts_at < stale), ~live_facts_run)
         .order_by(models.Host.serial))
-    return [Target(host_id, serial, agent_id) for agent_id, host_id, serial in rows]
+    return [Target(host_id, serial, agent_id) for agent_id, host_id, serial in rows if host_id is not None]
 
 
 def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:

@@ -241,6 +241,8 @@ def touch(session: Session, agent: AgentRef, now: dt.datetime, address: str | No
 def record_facts(session: Session, agent_id: int, facts: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     """The agent's new facts; returns the ones they replace ({} for none)."""
     row = session.get(models.Agent, agent_id)
+    if row is None:
+        raise NotFound(f"no agent {agent_id}")
     before = dict(row.facts or {})
     row.facts, row.facts_at = facts, now
     return before
