@@ -16,6 +16,15 @@ test installer: a real Debian kernel (``tests/e2e/kernel.py``, fetched with
 ``tests/e2e/installer/build-initramfs.sh`` from busybox-static and curl. It
 runs the kickstart provisiond composes (see ``installer/ks-run``).
 
+A machine made with ``system=installed_system`` (opt-in: the others stay on
+the fast path) also has install media, a read-only disk holding a real
+Debian system (``tests/e2e/sysimage.py``: debootstrap, built once and
+cached): the installer copies it onto the machine's disk and runs ``%post``
+chrooted into it, as Anaconda does, and ``vm.boot(from_disk=True)`` starts
+that system (QEMU's direct kernel boot with its kernel and initrd stands in
+for its boot loader), whose provisiond-agent then enrolls at the lab's agent
+gateway (https://10.77.0.1:8443).
+
 Everything (VMs, BMCs, taps, namespace, server) is torn down after the test; the
 machine's own interfaces are never touched. Under CI=true a missing
 prerequisite fails the test instead of skipping it.
@@ -23,6 +32,7 @@ prerequisite fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -39,6 +49,7 @@ from provisiond.config import Settings
 from provisiond.services import Services
 from tests.conftest import require
 from tests.e2e.kernel import MODULES, Kernel, KernelUnavailable, fetch_kernel
+from tests.e2e.sysimage import SystemImage, SystemUnavailable, system_image
 from tests.netboot.conftest import Lab, lab  # noqa: F401  (the fixture, shared with tests/netboot)
 from tests.netboot.test_qemu_pxe import PUBLIC_URL, Server, alive
 from tests.power.ipmisim import TOOLS, SimBmc, write_config
@@ -75,6 +86,38 @@ def installer_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -
                            capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     require(built.returncode == 0, f"building the installer initramfs failed: {built.stdout}{built.stderr}")
     return out
+
+
+@pytest.fixture(scope="session")
+def installed_system(request: pytest.FixtureRequest) -> SystemImage:
+    """The lab's installed system (Debian, python3, systemd), built by
+    debootstrap once and cached by its inputs (``tests/e2e/sysimage.py``).
+    A build says so, and how long it took, on the terminal."""
+    _needs("debootstrap", "mkfs.ext4")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def say(text: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\n{text}", file=sys.stderr, flush=True)
+    try:
+        return system_image(say=say)
+    except SystemUnavailable as error:
+        require(False, f"no installed system for the lab: {error}")
+        raise
+
+
+#: The serial number of the install media disk (the installer looks for it).
+MEDIA_SERIAL = "provisiond-media"
+#: The installed system's kernel command line (what its boot loader would
+#: pass): its root is the whole disk; its console, with the journal
+#: forwarded to it, is the serial log; a panic ends the boot at once.
+SYSTEM_CMDLINE = "root=/dev/vda rw console=ttyS0,115200n8 systemd.journald.forward_to_console=1 panic=1"
+
+
+def system_accel() -> str:
+    """QEMU's accelerator for the installed system's boots:
+    ``PROVISIOND_LAB_ACCEL`` (e.g. ``kvm``), else TCG like every lab boot."""
+    return os.environ.get("PROVISIOND_LAB_ACCEL") or "tcg,thread=single"
 
 
 CHASSIS = Path(__file__).resolve().parent / "chassis.sh"
@@ -154,12 +197,15 @@ class Machine:
     the next power-on is its next boot, with the same disk."""
 
     def __init__(self, lab: Lab, folder: Path, index: int, *, mac: str, serial: str, memory_mib: int,
-                 cpus: int, manufacturer: str, product: str, disk_mib: int) -> None:
+                 cpus: int, manufacturer: str, product: str, disk_mib: int, system: SystemImage | None = None) -> None:
         self.lab, self.folder = lab, folder
         self.mac, self.serial, self.memory_mib, self.cpus = mac, serial, memory_mib, cpus
         self.manufacturer, self.product = manufacturer, product
+        self.system = system
         self.tap = f"tap{index}"
         self.disk = folder / "disk.raw"
+        if system is not None:  # room for the system the installer copies onto it
+            disk_mib = max(disk_mib, -(-system.size >> 20))
         with self.disk.open("wb") as disk:
             disk.truncate(disk_mib << 20)
         lab.run(lab.server_ns, "ip", "tuntap", "add", "dev", self.tap, "mode", "tap", check=True)
@@ -173,14 +219,28 @@ class Machine:
                  "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
                  "-drive", f"file={self.disk},format=raw,if=none,id=d0"]
         command = folder / "qemu.sh"
-        command.write_text(
-            "#!/bin/sh\n"
-            f"# Lab machine {serial} (tests/e2e/conftest.py), started by chassis.sh with SERIAL_LOG,\n"
-            "# NET_BOOTINDEX and DISK_BOOTINDEX set (the firmware's boot order: 1 first).\n"
-            f"exec {shlex.join(fixed)} \\\n"
-            '  -serial "file:$SERIAL_LOG" \\\n'
-            f'  -device "virtio-net-pci,netdev=n0,mac={mac},bootindex=$NET_BOOTINDEX" \\\n'
-            '  -device "virtio-blk-pci,drive=d0,bootindex=$DISK_BOOTINDEX"\n')
+        text = ("#!/bin/sh\n"
+                f"# Lab machine {serial} (tests/e2e/conftest.py), started by chassis.sh with SERIAL_LOG,\n"
+                "# NET_BOOTINDEX and DISK_BOOTINDEX set (the firmware's boot order: 1 first).\n")
+        if system is not None:
+            # The installed system's boot loader is not modelled: once the test
+            # asks for it (boot(from_disk=True)), QEMU boots the system's own
+            # kernel and initrd with its root on the disk, as its GRUB would.
+            direct = [*fixed[:1], "-accel", system_accel(), *fixed[3:], "-kernel", str(system.vmlinuz),
+                      "-initrd", str(system.initrd), "-append", SYSTEM_CMDLINE]
+            text += (f"if [ -e {shlex.quote(str(self.boot_from_disk_flag))} ]; then\n"
+                     f"  exec {shlex.join(direct)} \\\n"
+                     '    -serial "file:$SERIAL_LOG" \\\n'
+                     f'    -device "virtio-net-pci,netdev=n0,mac={mac}" -device virtio-blk-pci,drive=d0\n'
+                     "fi\n")
+        text += (f"exec {shlex.join(fixed)} \\\n"
+                 '  -serial "file:$SERIAL_LOG" \\\n'
+                 f'  -device "virtio-net-pci,netdev=n0,mac={mac},bootindex=$NET_BOOTINDEX" \\\n'
+                 '  -device "virtio-blk-pci,drive=d0,bootindex=$DISK_BOOTINDEX"')
+        if system is not None:  # the install media: the system's image, read-only, never booted
+            text += (f" \\\n  -drive {shlex.quote(f'file={system.rootfs},format=raw,if=none,id=m0,readonly=on')}"
+                     f" \\\n  -device virtio-blk-pci,drive=m0,serial={MEDIA_SERIAL}")
+        command.write_text(text + "\n")
 
     # ------------------------------------------------------------- power
 
@@ -209,9 +269,20 @@ class Machine:
         except (OSError, ValueError):
             return False
 
-    def boot(self) -> None:
-        """Press the power button: the next boot, on the same disk."""
+    @property
+    def boot_from_disk_flag(self) -> Path:
+        return self.folder / "boot-from-disk"
+
+    def boot(self, from_disk: bool = False) -> None:
+        """Press the power button: the next boot, on the same disk.
+        ``from_disk`` (a machine with a ``system``): boot the system
+        installed on its disk, not the network (see :data:`SYSTEM_CMDLINE`)."""
         assert not self.running(), "already running"
+        if from_disk:
+            assert self.system is not None, "only a machine with a system boots one from its disk"
+            self.boot_from_disk_flag.touch()
+        else:
+            self.boot_from_disk_flag.unlink(missing_ok=True)
         self.chassis("button", "on")
 
     def kill(self) -> None:
@@ -285,13 +356,16 @@ class E2ELab:
 
     def machine(self, serial: str, mac: str, *, memory_mib: int = 512, cpus: int = 1,
                 manufacturer: str = "QEMU-Lab", product: str = "Standard-PC-i440FX", disk_mib: int = 64,
-                bmc: bool = False) -> Machine:
-        """A machine, off; ``bmc``: with its own ipmi_sim (``vm.bmc``)."""
+                bmc: bool = False, system: SystemImage | None = None) -> Machine:
+        """A machine, off; ``bmc``: with its own ipmi_sim (``vm.bmc``);
+        ``system`` (the ``installed_system`` fixture): with install media, so
+        the installer installs that real Debian system on its disk and runs
+        ``%post`` chrooted into it, and ``vm.boot(from_disk=True)`` boots it."""
         folder = self.folder / f"vm-{serial}"
         folder.mkdir()
         index = len(self.machines)
         vm = Machine(self.lab, folder, index, mac=mac, serial=serial, memory_mib=memory_mib,
-                     cpus=cpus, manufacturer=manufacturer, product=product, disk_mib=disk_mib)
+                     cpus=cpus, manufacturer=manufacturer, product=product, disk_mib=disk_mib, system=system)
         self.machines.append(vm)
         if bmc:
             vm.bmc = LabBmc.start(self.lab, folder, BMC_PORT + index)
