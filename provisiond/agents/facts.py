@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from provisiond import models
@@ -26,8 +26,9 @@ NAMED_AT_MOST = 5
 
 def due(session: Session, now: dt.datetime, interval_seconds: int, online_seconds: float) -> list[Target]:
     """The accepted agents (with a host) heard from in the last
-    ``online_seconds`` whose facts are older than the interval, or missing,
-    and that have no facts run queued or running. An offline agent is not
+    ``online_seconds`` whose facts are older than the interval (none yet: an
+    interval after it was accepted, so a hand-off's own facts job comes
+    first), and that have no facts run queued or running. An offline agent is not
     asked (its run would only end as did_not_run): it is, once it is back."""
     agent, run, job = models.Agent, models.JobRun, models.Job
     stale = now - dt.timedelta(seconds=interval_seconds)
@@ -37,7 +38,7 @@ def due(session: Session, now: dt.datetime, interval_seconds: int, online_second
     rows = session.execute(
         select(agent.id, agent.host_id, models.Host.serial).join(models.Host, models.Host.id == agent.host_id)
         .where(agent.state == "accepted", agent.last_seen_at >= online,
-               or_(agent.facts_at.is_(None), agent.facts_at < stale), ~live_facts_run)
+               func.coalesce(agent.facts_at, agent.decided_at) < stale, ~live_facts_run)
         .order_by(models.Host.serial))
     return [Target(host_id, serial, agent_id) for agent_id, host_id, serial in rows if host_id is not None]
 

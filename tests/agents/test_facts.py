@@ -141,3 +141,18 @@ def test_no_refresh_when_the_interval_is_zero(services, ready):
     age_facts(services, 10 ** 6)
     services.settings = replace(services.settings, facts_interval_seconds=0)
     assert refresh_facts(services) == 0
+
+
+def test_a_new_agent_without_facts_is_asked_an_interval_after_it_was_accepted(client, services, installed):
+    """No facts yet (a hand-off without a facts job, or one still running):
+    not asked at once, racing the hand-off, but an interval after acceptance."""
+    config = installed()
+    agent = AgentCalls(client, serial=SN)
+    assert agent.enroll(config["ticket"]).status_code == 201
+    with services.db.write() as session:
+        session.execute(update(models.JobRun).values(state="cancelled"))  # the hand-off's runs: out of the way
+    assert refresh_facts(services) == 0
+    with services.db.write() as session:
+        session.execute(update(models.Agent).values(
+            decided_at=models.utcnow() - dt.timedelta(seconds=services.settings.facts_interval_seconds + 1)))
+    assert refresh_facts(services) == 1
