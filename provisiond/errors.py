@@ -131,26 +131,26 @@ class TemplateError(ProvisiondError):
             self.details["line"] = line
 
 
-class TooManyRequests(ProvisiondError):
+class RetryLater(ProvisiondError):
+    """Not now: come back after ``retry_after`` seconds (sent as Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class TooManyRequests(RetryLater):
     """Too many attempts (failed console logins): try again after Retry-After."""
 
     status = 429
     code = "too_many_requests"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.retry_after = retry_after
 
-
-class Overloaded(ProvisiondError):
+class Overloaded(RetryLater):
     """provisiond is too busy for this call now: come back after Retry-After."""
 
     status = 503
     code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.retry_after = retry_after
 
 
 class ProfileError(ProvisiondError):

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from provisiond.config import Settings, load_settings
-from provisiond.errors import Overloaded, ProvisiondError, TooManyRequests
+from provisiond.errors import Overloaded, ProvisiondError, RetryLater
 from provisiond.services import Services
 from provisiond.web.proxies import TrustedProxies
 from provisiond.web import agent_api, api, auth, boot, installer, ipxe, jobs_api, listeners, meta, metrics, power
@@ -80,7 +80,7 @@ def _register_error_handlers(app: Flask) -> None:
             response.status_code = exc.status
         if exc.status == 401 and not _for_people():
             response.headers["WWW-Authenticate"] = 'Bearer realm="provisiond"'
-        if isinstance(exc, (Overloaded, TooManyRequests)):
+        if isinstance(exc, RetryLater):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
 

@@ -17,7 +17,7 @@ from provisiond.actions import installs as install_actions
 from provisiond.actions import users as user_actions
 from provisiond import models
 from provisiond.actions.principal import Role
-from provisiond.errors import ProvisiondError, ValidationError
+from provisiond.errors import ProvisiondError, RetryLater, ValidationError
 from provisiond.install import lifecycle, timeline, verify
 from provisiond.inventory import groups as group_store
 from provisiond.inventory import hosts as host_store
@@ -59,8 +59,8 @@ def login_post() -> Any:
         found = user_actions.login(services(), name, request.form.get("password", ""), request.remote_addr)
     except ProvisiondError as exc:
         response = _login_page(exc.message, exc.status, name)
-        if exc.status == 429:
-            response.headers["Retry-After"] = str(exc.details.get("retry_after", 60))
+        if isinstance(exc, RetryLater):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
     response = redirect(session.safe_next(request.form.get("next")), 303)
     return session.start(response, found)
