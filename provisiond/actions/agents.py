@@ -229,6 +229,7 @@ def refresh_facts(svc: Services) -> int:
             return 0
     with audited(svc, SYSTEM, "jobs.facts", Role.OPERATOR, []) as act:
         with svc.db.write() as session:
+            facts.lock_sweep(session)  # another instance's worker may sweep at the same moment
             chosen = facts.due(session, now, interval, ONLINE_SECONDS)  # again, in the transaction that queues them
             if not chosen:
                 act.done(session, "no host due a facts refresh")

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, text
 from sqlalchemy.orm import Session
 
 from provisiond import models
@@ -22,6 +22,17 @@ from provisiond.jobs.targets import Target
 
 #: Package changes named one by one in an event, at most (then "and N more").
 NAMED_AT_MOST = 5
+#: Held (PostgreSQL) by the sweep that queues facts jobs, so workers of
+#: several instances never both ask the same agents; SQLite's writers are
+#: serialised already.
+_SWEEP_KEY = 0x70766466  # "pvdf"
+_SWEEP_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def lock_sweep(session: Session) -> None:
+    """One facts sweep at a time across instances (until the transaction ends)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_SWEEP_LOCK, {"key": _SWEEP_KEY})
 
 
 def due(session: Session, now: dt.datetime, interval_seconds: int, online_seconds: float) -> list[Target]:
